@@ -1,0 +1,1 @@
+"""Onlooker's streaming pipeline: sources → hub → commentator → backend → event bus."""

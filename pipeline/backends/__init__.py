@@ -1,0 +1,1 @@
+"""Model backends: each streams text for (frames, prompt); see ``base`` for the protocol and registry."""

@@ -1,0 +1,125 @@
+"""The backend protocol and the registry by name.
+
+A backend is one small class with a ``stream`` generator (after simonw/llm): adding an engine
+means one module plus one line in ``REGISTRY``. Modules are imported only when chosen, so
+``python app.py --help`` never pays for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pipeline.errors import BackendError, ConfigError
+from pipeline.frames import Frame
+from pipeline.prompts import PromptParts
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can take and give, so the commentator shapes requests to fit."""
+
+    images: bool = True
+    video: bool = False
+    audio_out: bool = False
+    max_frames: int = 8
+
+
+@dataclass(slots=True)
+class CommentRequest:
+    """One comment to generate. ``timings`` is filled by the backend with ``time.perf_counter()``
+    marks ``model_start`` and ``model_first_token`` so the pipeline can tell its own overhead
+    from the model's time to first token."""
+
+    frames: list[Frame]
+    prompt: PromptParts
+    max_tokens: int
+    temperature: float
+    trigger: str = "active"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Streams text deltas for a request. Must honour ``request.cancel`` promptly, raise
+    BackendError with a user-fit message on failure, and never block forever."""
+
+    name: ClassVar[str]
+    capabilities: Capabilities = Capabilities()
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Backend:
+        """Build from run settings; raise BackendError (user-fit message) when it cannot load."""
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Human summary for status lines: engine, model and device."""
+
+    @abstractmethod
+    def stream(self, request: CommentRequest) -> Iterator[str]:
+        """Yield text deltas; return when done or cancelled."""
+
+    def close(self) -> None:
+        """Release threads, connections and memory. Safe to call twice."""
+
+
+REGISTRY: dict[str, str] = {
+    "opencv": "pipeline.backends.opencv_narrator:OpenCVNarrator",
+    "transformers": "pipeline.backends.transformers_vlm:TransformersVLM",
+}
+
+
+def backend_names() -> list[str]:
+    """Names accepted by ``--backend``: ``auto`` plus every registered backend."""
+    return ["auto", *REGISTRY]
+
+
+def _backend_class(name: str) -> type[Backend]:
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"--backend / ONLOOKER_BACKEND: unknown backend '{name}'; allowed: {', '.join(backend_names())}"
+        )
+    module_name, class_name = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The backend that was created and why it was picked (shown in the CLI and the UI)."""
+
+    backend: Backend
+    reason: str
+    fallback: bool = False
+
+
+def create_backend(settings: Settings) -> Choice:
+    """Create the configured backend; ``auto`` prefers a model when one is configured and falls
+    back to the offline OpenCV narrator, saying why, when none is or it cannot load."""
+    name = settings.backend.strip().lower()
+    if name != "auto":
+        return Choice(_backend_class(name).from_settings(settings), f"backend '{name}' was requested")
+    if settings.model:
+        try:
+            backend = _backend_class("transformers").from_settings(settings)
+        except BackendError as exc:
+            return Choice(
+                _backend_class("opencv").from_settings(settings),
+                f"could not load model '{settings.model}' ({exc}); using the offline OpenCV narrator",
+                fallback=True,
+            )
+        return Choice(backend, f"a model was configured ('{settings.model}')")
+    return Choice(
+        _backend_class("opencv").from_settings(settings),
+        "no model configured (pass --model or set ONLOOKER_MODEL for a vision-language model); "
+        "using the offline OpenCV narrator",
+        fallback=True,
+    )

@@ -1,0 +1,161 @@
+"""Settings from CLI flags, ``ONLOOKER_*`` env vars and ``.env``; presets from ``presets.yaml``.
+
+Everything is validated once, here at the edge; errors name the file or variable, the key and
+what is allowed, so a typo never surfaces later as a confusing failure deep in the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS_FILE = ROOT / "presets.yaml"
+PROFILES_DIR = ROOT / "profiles"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Tuning(BaseModel):
+    """How often to look, how much to show the model and how talkative to be (one preset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    capture_fps: float = Field(1.0, gt=0, le=30, description="frames per second into the window")
+    window: int = Field(16, ge=1, le=128, description="frames kept in the sliding window")
+    stride: int = Field(2, ge=1, le=32, description="send every n-th window frame to the model")
+    max_frames: int = Field(8, ge=1, le=64, description="most frames in one request")
+    max_tokens: int = Field(60, ge=4, le=1024, description="token cap per comment")
+    active_interval: float = Field(4.0, gt=0, le=600, description="seconds between comments when ACTIVE and calm")
+    min_interval: float = Field(1.5, ge=0, le=600, description="shortest gap between comments")
+    density: float = Field(1.0, ge=0, le=10, description="how much scene weight shortens the interval")
+    heartbeat: float = Field(30.0, ge=0, le=3600, description="seconds between comments when IDLE; 0 = silent")
+    idle_after: float = Field(3.0, gt=0, le=600, description="seconds of stillness before IDLE")
+    motion_threshold: float = Field(0.01, ge=0, le=1, description="motion level that means ACTIVE")
+    cut_threshold: float = Field(0.45, gt=0, le=1, description="change score that counts as a hard cut")
+    comment_on_cut: bool = Field(True, description="comment right away after a scene cut")
+    context_comments: int = Field(3, ge=0, le=20, description="recent comments carried into the prompt")
+    duplicate_similarity: float = Field(0.85, gt=0, le=1, description="similarity that suppresses a comment")
+    scene_fps: float = Field(15.0, ge=1, le=120, description="most frames per second scored for cuts")
+
+
+class PresetFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: str
+    presets: dict[str, Tuning]
+
+
+def describe_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+    """One line per problem: ``where: key: message``; unknown keys list the allowed ones."""
+    lines = []
+    for problem in err.errors():
+        loc = problem["loc"]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            msg = "unknown key" + (f"; allowed keys: {', '.join(owner.model_fields)}" if owner else "")
+        lines.append(f"{where}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The nested model that a validation location points into (through dict values)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[str(part)].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """Parse a YAML file into ``model``; any problem becomes a ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, str(path), model)) from None
+
+
+def load_presets(path: Path = PRESETS_FILE) -> PresetFile:
+    presets = load_yaml_model(path, PresetFile)
+    if presets.default not in presets.presets:
+        raise ConfigError(
+            f"{path}: default: '{presets.default}' is not a preset; allowed: {', '.join(presets.presets)}"
+        )
+    return presets
+
+
+def pick(name: str | None, choices: dict[str, M], what: str, where: str) -> M:
+    """Look ``name`` up case-insensitively; an unknown name lists the allowed ones."""
+    key = (name or "").strip().lower()
+    if key not in choices:
+        raise ConfigError(f"{where}: unknown {what} '{name}'; allowed: {', '.join(sorted(choices))}")
+    return choices[key]
+
+
+class Settings(BaseSettings):
+    """Every knob of a run. CLI flag ``--foo-bar`` ↔ env var ``ONLOOKER_FOO_BAR`` ↔ ``.env`` line."""
+
+    model_config = SettingsConfigDict(env_prefix="ONLOOKER_", env_file=".env", extra="ignore", frozen=True)
+
+    source: str | None = Field(None, description="video file path or URL")
+    backend: str = Field("auto", description="auto, opencv, transformers, minicpm or openai")
+    model: str | None = Field(None, description="hub id or local path of the model")
+    base_url: str | None = Field(None, description="OpenAI-compatible server URL")
+    api_key: str | None = Field(None, description="API key for the OpenAI-compatible server")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N or mps")
+    preset: str | None = Field(None, description="preset name from presets.yaml")
+    profile: str = Field("narrator", description="profile name from profiles/")
+    instructions: str = Field("", description="standing instruction added to every prompt")
+    loop: bool = Field(False, description="replay a video file forever")
+    events: Path | None = Field(None, description="write every event as JSON Lines to this file")
+    capture_fps: float | None = Field(None, gt=0, le=30)
+    window: int | None = Field(None, ge=1, le=128)
+    stride: int | None = Field(None, ge=1, le=32)
+    max_tokens: int | None = Field(None, ge=4, le=1024)
+    token_timeout: float = Field(60.0, gt=0, description="seconds to wait for the next token before failing")
+    presets_file: Path = PRESETS_FILE
+    profiles_dir: Path = PROFILES_DIR
+
+    def tuning(self, presets: PresetFile) -> Tuning:
+        """The chosen preset with any explicit capture/window/stride/token overrides applied."""
+        base = pick(self.preset or presets.default, presets.presets, "preset", "--preset / ONLOOKER_PRESET")
+        overrides = {
+            k: v for k in ("capture_fps", "window", "stride", "max_tokens") if (v := getattr(self, k)) is not None
+        }
+        return base.model_copy(update=overrides)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from CLI overrides (None = not given), env and ``.env``; errors name the variable."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for problem in exc.errors():
+            key = str(problem["loc"][0]) if problem["loc"] else "?"
+            lines.append(f"--{key.replace('_', '-')} / ONLOOKER_{key.upper()}: {problem['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    return settings

@@ -1,0 +1,191 @@
+"""Typed events and the per-session bus that fans them out to independent consumers.
+
+Producers never block: each subscriber has a bounded queue, and a slow subscriber loses its
+oldest events (counted in ``Subscription.dropped``) instead of stalling the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of all bus events: ``t`` is media time (s), ``wall`` is Unix time."""
+
+    type: ClassVar[str] = "event"
+    t: float
+    wall: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping with ``type`` first, as the ``--events`` file contract requires."""
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceStatus(Event):
+    """Source state: connecting, live, stalled, reconnecting, ended or failed (with ``detail``)."""
+
+    type: ClassVar[str] = "source_status"
+    state: str
+    detail: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModeChanged(Event):
+    """The commentator switched between ``idle`` and ``active``."""
+
+    type: ClassVar[str] = "mode"
+    mode: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneCut(Event):
+    """A hard cut; ``t`` is the media time of the first frame after it."""
+
+    type: ClassVar[str] = "scene_cut"
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommentaryStarted(Event):
+    """A comment is being generated about the frames up to media time ``t``."""
+
+    type: ClassVar[str] = "commentary_start"
+    comment_id: int
+    trigger: str
+    frames: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommentaryDelta(Event):
+    """A streamed piece of the comment's text."""
+
+    type: ClassVar[str] = "commentary_delta"
+    comment_id: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommentaryFinished(Event):
+    """The comment is complete; ``suppressed`` names why it must not be shown (empty = keep it)."""
+
+    type: ClassVar[str] = "commentary_end"
+    comment_id: int
+    text: str
+    suppressed: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics(Event):
+    """Per-stage latencies in milliseconds for one comment, plus pipeline counters."""
+
+    type: ClassVar[str] = "metrics"
+    comment_id: int
+    stages: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(Event):
+    """Something failed; ``message`` says what and what to do."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    fatal: bool = False
+
+
+class Subscription:
+    """One consumer's bounded view of the bus; iterate it, or ``get`` with a timeout."""
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        self.name = name
+        self.dropped = 0
+        self._items: deque[Event] = deque()
+        self._maxsize = maxsize
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def _put(self, event: Event) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(event)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """End iteration once the queued events are consumed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """Next event, or None on timeout or when closed and drained."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+                return None
+            return self._items.popleft() if self._items else None
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed and not self._items
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self.get()
+            if event is None:
+                return
+            yield event
+
+
+class EventBus:
+    """Fan-out of events to subscribers; ``publish`` is non-blocking and thread-safe."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def subscribe(self, name: str, maxsize: int = 1024) -> Subscription:
+        sub = Subscription(name, maxsize)
+        with self._lock:
+            if self._closed:
+                sub.close()
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+        sub.close()
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub._put(event)
+
+    def close(self) -> None:
+        """Close every subscription: consumers drain what is queued, then stop."""
+        with self._lock:
+            self._closed = True
+            subs = list(self._subs)
+        for sub in subs:
+            sub.close()
+
+    def dropped(self) -> dict[str, int]:
+        """Events lost per slow subscriber, for the metrics stream."""
+        with self._lock:
+            return {s.name: s.dropped for s in self._subs if s.dropped}
