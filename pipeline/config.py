@@ -119,6 +119,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ONLOOKER_", env_file=".env", extra="ignore", frozen=True)
 
+    headless: bool = Field(False, description="no web UI: print commentary to stdout (needs --source)")
     source: str | None = Field(None, description="video file path or URL")
     backend: str = Field("auto", description="auto, opencv, transformers, minicpm or openai")
     model: str | None = Field(None, description="hub id or local path of the model")
@@ -130,13 +131,13 @@ class Settings(BaseSettings):
     instructions: str = Field("", description="standing instruction added to every prompt")
     loop: bool = Field(False, description="replay a video file forever")
     events: Path | None = Field(None, description="write every event as JSON Lines to this file")
-    capture_fps: float | None = Field(None, gt=0, le=30)
-    window: int | None = Field(None, ge=1, le=128)
-    stride: int | None = Field(None, ge=1, le=32)
-    max_tokens: int | None = Field(None, ge=4, le=1024)
+    capture_fps: float | None = Field(None, gt=0, le=30, description="override the preset's capture rate")
+    window: int | None = Field(None, ge=1, le=128, description="override the preset's window size")
+    stride: int | None = Field(None, ge=1, le=32, description="override the preset's frame stride")
+    max_tokens: int | None = Field(None, ge=4, le=1024, description="override the preset's token cap")
     token_timeout: float = Field(60.0, gt=0, description="seconds to wait for the next token before failing")
-    presets_file: Path = PRESETS_FILE
-    profiles_dir: Path = PROFILES_DIR
+    presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
+    profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
 
     def tuning(self, presets: PresetFile) -> Tuning:
         """The chosen preset with any explicit capture/window/stride/token overrides applied."""

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 THUMB_SIZE = (64, 36)
-_MOTION_FULL_SCALE = 0.08  # mean grey difference (0..1) that counts as "a lot happening"
+_MOTION_FULL_SCALE = 0.03  # mean grey difference (0..1) that counts as "a lot happening"
 
 
 @dataclass(frozen=True, slots=True)

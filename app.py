@@ -1,0 +1,35 @@
+"""Onlooker: watch live video and talk about it. ``python app.py --help`` lists every flag.
+
+Wiring only: parse flags, then run headless or launch the web UI. Heavy imports (torch, gradio)
+happen inside the chosen path so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.cli import parse_overrides
+from pipeline.errors import OnlookerError
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = parse_overrides(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from pipeline.config import load_settings
+
+        settings = load_settings(**overrides)
+        if settings.headless:
+            from pipeline.headless import run_headless
+
+            return run_headless(settings)
+        raise OnlookerError("the web UI is not available in this version yet; run with --headless --source PATH_OR_URL")
+    except OnlookerError as exc:
+        for line in str(exc).splitlines() or ["unknown error"]:
+            print(f"onlooker: error: {line}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""The monitor loop: decides when to speak, asks the backend, and publishes what it says.
+
+Modes: IDLE while the picture is still (a heartbeat comment now and then, or silence), ACTIVE
+while things move (comments every ``active_interval``, sooner the more happens: scene-weighted
+density). A hard cut triggers a comment about the new scene right away. Recent comments go
+back into the prompt so the model does not repeat itself, and empty, "..." and near-duplicate
+comments are suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from difflib import SequenceMatcher
+
+from pipeline.backends.base import Backend, CommentRequest
+from pipeline.config import Tuning
+from pipeline.errors import BackendError
+from pipeline.events import (
+    CommentaryDelta,
+    CommentaryFinished,
+    CommentaryStarted,
+    ErrorEvent,
+    EventBus,
+    Metrics,
+    ModeChanged,
+)
+from pipeline.frames import Frame
+from pipeline.hub import FrameHub
+from pipeline.prompts import Profile, build_prompt
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 3
+MAX_INSTRUCTIONS = 3
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def suppression_reason(text: str, recent: list[str], similarity: float) -> str:
+    """Why a finished comment must not be shown or spoken ('' = keep it)."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if not _WORD.search(stripped):
+        return "nothing_new"  # "...", "…", "-" and friends: the model's way of staying quiet
+    normal = _normalise(stripped)
+    for earlier in recent:
+        other = _normalise(earlier)
+        if normal == other or SequenceMatcher(None, normal, other).ratio() >= similarity:
+            return "duplicate"
+    return ""
+
+
+class Commentator:
+    """Owns the commentary thread of one session; ``stop`` cancels generation and joins it."""
+
+    def __init__(
+        self,
+        hub: FrameHub,
+        backend: Backend,
+        bus: EventBus,
+        profile: Profile,
+        tuning: Tuning,
+        instructions: str = "",
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.backend = backend
+        self.bus = bus
+        self.profile = profile
+        self.tuning = tuning
+        self.mode = "idle"
+        self.comments = 0
+        self.failed: str | None = None
+        self._recent: deque[str] = deque(maxlen=max(tuning.context_comments, 1))
+        self._instructions: deque[str] = deque([instructions] if instructions else [], maxlen=MAX_INSTRUCTIONS)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_comment: float | None = None
+        self._last_activity: float | None = None
+        self._failures = 0
+        self._on_exit = on_exit or (lambda: None)
+
+    # --- live controls (any thread) ---
+    def set_profile(self, profile: Profile) -> None:
+        with self._lock:
+            self.profile = profile
+
+    def set_tuning(self, tuning: Tuning) -> None:
+        with self._lock:
+            self.tuning = tuning
+            self._recent = deque(self._recent, maxlen=max(tuning.context_comments, 1))
+        self.hub.set_tuning(tuning)
+
+    def add_instruction(self, text: str) -> None:
+        """A live viewer instruction ("focus on the goalkeeper"), merged into the next prompts."""
+        text = " ".join(text.split())
+        if text:
+            with self._lock:
+                self._instructions.append(text)
+
+    def clear_instructions(self) -> None:
+        with self._lock:
+            self._instructions.clear()
+
+    # --- thread ownership ---
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="commentator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel any generation in flight and join the thread."""
+        self._stop.set()
+        self._cancel.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- the loop ---
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.hub.wait(0.1)
+                frame = self.hub.latest
+                if frame is None:
+                    if self.hub.ended:
+                        return
+                    continue
+                now = frame.media_time
+                self._update_mode(now)
+                trigger = self._due(now)
+                if trigger:
+                    self._comment(trigger, frame)
+                elif self.hub.ended:
+                    return
+        except Exception as exc:  # never die silently: the consumer must hear about it
+            log.exception("commentator crashed")
+            self.failed = f"commentator crashed: {type(exc).__name__}: {exc}"
+            self.bus.publish(ErrorEvent(t=self._now(), message=self.failed, fatal=True))
+        finally:
+            self._on_exit()
+
+    def _now(self) -> float:
+        latest = self.hub.latest
+        return latest.media_time if latest else 0.0
+
+    def _update_mode(self, now: float) -> None:
+        tuning = self.tuning
+        score = self.hub.score
+        if score.motion >= tuning.motion_threshold or self.hub.peek_cut() is not None:
+            self._last_activity = now
+        active = self._last_activity is not None and now - self._last_activity < tuning.idle_after
+        mode = "active" if active else "idle"
+        if mode != self.mode:
+            self.mode = mode
+            reason = "motion" if active else f"still for {tuning.idle_after:g}s"
+            self.bus.publish(ModeChanged(t=now, mode=mode, reason=reason))
+
+    def _due(self, now: float) -> str:
+        """The trigger for a comment now ('start', 'scene_cut', 'active', 'heartbeat'), or ''."""
+        tuning = self.tuning
+        if self._last_comment is None:
+            self.hub.take_cut()
+            return "start"
+        since = now - self._last_comment
+        if since < tuning.min_interval:
+            return ""
+        if self.hub.peek_cut() is not None:
+            self.hub.take_cut()
+            if tuning.comment_on_cut:
+                return "scene_cut"
+        if self.mode == "active":
+            interval = max(tuning.min_interval, tuning.active_interval / (1.0 + tuning.density * self.hub.score.weight))
+            return "active" if since >= interval else ""
+        if tuning.heartbeat > 0 and since >= tuning.heartbeat:
+            return "heartbeat"
+        return ""
+
+    def _comment(self, trigger: str, newest: Frame) -> None:
+        triggered = time.time()
+        with self._lock:
+            profile, tuning = self.profile, self.tuning
+            recent = list(self._recent)[-tuning.context_comments :] if tuning.context_comments else []
+            instructions = list(self._instructions)
+        self.comments += 1
+        comment_id = self.comments
+        self._last_comment = newest.media_time
+        stages: dict[str, float] = {}
+
+        mark = time.perf_counter()
+        limit = min(tuning.max_frames, self.backend.capabilities.max_frames)
+        frames = self.hub.window.snapshot(tuning.stride, limit=limit, since=self.hub.last_cut) or [newest]
+        stages["window_ms"] = (time.perf_counter() - mark) * 1000
+        mark = time.perf_counter()
+        prompt = build_prompt(
+            profile,
+            frame_count=len(frames),
+            span_seconds=frames[-1].media_time - frames[0].media_time,
+            recent=recent,
+            instructions=instructions,
+            trigger=trigger,
+        )
+        stages["prompt_ms"] = (time.perf_counter() - mark) * 1000
+        self._cancel.clear()
+        request = CommentRequest(
+            frames=frames,
+            prompt=prompt,
+            max_tokens=min(tuning.max_tokens, profile.max_tokens),
+            temperature=profile.temperature,
+            trigger=trigger,
+            cancel=self._cancel,
+        )
+        t = frames[-1].media_time
+        self.bus.publish(CommentaryStarted(t=t, comment_id=comment_id, trigger=trigger, frames=len(frames)))
+        text, first_delta, error = self._stream(request, comment_id, t)
+        reason = "error" if error else suppression_reason(text, recent, tuning.duplicate_similarity)
+        if self._stop.is_set() and not reason:
+            reason = "cancelled"
+        self.bus.publish(CommentaryFinished(t=t, comment_id=comment_id, text=text.strip(), suppressed=reason))
+        if not reason:
+            with self._lock:
+                self._recent.append(text.strip())
+        done = time.time()
+        model_ttft = request.timings.get("model_first_token", 0.0) - request.timings.get("model_start", 0.0)
+        stages["frame_age_ms"] = (triggered - newest.wall_time) * 1000
+        stages["total_ms"] = (done - triggered) * 1000
+        if first_delta is not None:
+            stages["first_delta_ms"] = (first_delta - triggered) * 1000
+            stages["frame_to_first_delta_ms"] = (first_delta - newest.wall_time) * 1000
+            if model_ttft > 0:
+                stages["model_ttft_ms"] = model_ttft * 1000
+                stages["overhead_ms"] = stages["first_delta_ms"] - stages["model_ttft_ms"]
+        stages["frames"] = float(len(frames))
+        stages["scene_score_ms"] = 1000 * self.hub.scoring_seconds / max(self.hub.scored, 1)
+        stages["bus_dropped"] = float(sum(self.bus.dropped().values()))
+        self.bus.publish(Metrics(t=t, comment_id=comment_id, stages={k: round(v, 2) for k, v in stages.items()}))
+
+    def _stream(self, request: CommentRequest, comment_id: int, t: float) -> tuple[str, float | None, bool]:
+        """Run the backend: (text, wall time of the first shown delta, failed).
+
+        Deltas are held back until real words appear, so a "..." answer never flashes up."""
+        text, first_delta = "", None
+        try:
+            for delta in self.backend.stream(request):
+                if self._stop.is_set():
+                    request.cancel.set()
+                    break
+                if not delta:
+                    continue
+                text += delta
+                if first_delta is None and _WORD.search(text):
+                    first_delta = time.time()
+                    self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=text.lstrip()))
+                elif first_delta is not None:
+                    self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=delta))
+        except BackendError as exc:
+            self._failures += 1
+            fatal = self._failures >= MAX_CONSECUTIVE_FAILURES
+            message = str(exc) + (" (giving up after repeated failures)" if fatal else "")
+            self.bus.publish(ErrorEvent(t=t, message=message, fatal=fatal))
+            if fatal:
+                self.failed = message
+                self._stop.set()
+            return text, first_delta, True
+        self._failures = 0
+        return text, first_delta, False

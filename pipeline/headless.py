@@ -1,0 +1,93 @@
+"""Headless mode: run one session and print timestamped commentary as it streams.
+
+Commentary goes to stdout (pipe-friendly); notes (backend choice, status, cuts, modes) go to
+stderr; ``--events FILE`` gets every bus event as JSON Lines, flushed per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from typing import TextIO
+
+from pipeline.backends.base import create_backend
+from pipeline.config import Settings, load_presets, pick
+from pipeline.errors import OnlookerError
+from pipeline.events import (
+    CommentaryDelta,
+    CommentaryFinished,
+    CommentaryStarted,
+    ErrorEvent,
+    Event,
+    ModeChanged,
+    SceneCut,
+    SourceStatus,
+)
+from pipeline.prompts import load_profiles
+from pipeline.session import Session
+from pipeline.sources.resolve import open_source
+
+
+def clock(seconds: float) -> str:
+    """Media time as mm:ss.s (or h:mm:ss.s) for the transcript."""
+    minutes, secs = divmod(max(seconds, 0.0), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
+
+
+class TranscriptPrinter:
+    """Turns bus events into a readable live transcript."""
+
+    def __init__(self, out: TextIO, notes: TextIO) -> None:
+        self.out, self.notes = out, notes
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, CommentaryStarted):
+            self.out.write(f"[{clock(event.t)}] ")
+        elif isinstance(event, CommentaryDelta):
+            self.out.write(event.text)
+        elif isinstance(event, CommentaryFinished):
+            self.out.write(f"  ({event.suppressed})\n" if event.suppressed else "\n")
+        elif isinstance(event, SceneCut):
+            self.notes.write(f"· scene cut at {clock(event.t)}\n")
+        elif isinstance(event, ModeChanged):
+            self.notes.write(f"· {event.mode} ({event.reason}) at {clock(event.t)}\n")
+        elif isinstance(event, SourceStatus) and event.state != "failed":
+            self.notes.write(f"· source {event.state}{': ' + event.detail if event.detail else ''}\n")
+        elif isinstance(event, ErrorEvent) and not event.fatal:
+            self.notes.write(f"· error: {event.message}\n")
+        self.out.flush()
+        self.notes.flush()
+
+
+def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
+    """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
+    if not settings.source:
+        raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
+    tuning = settings.tuning(load_presets(settings.presets_file))
+    profile = pick(settings.profile, load_profiles(settings.profiles_dir), "profile", "--profile / ONLOOKER_PROFILE")
+    source = open_source(settings.source, loop=settings.loop)
+    choice = create_backend(settings)
+    notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
+    printer = TranscriptPrinter(out, notes)
+    with ExitStack() as stack:
+        stack.callback(choice.backend.close)
+        events = stack.enter_context(open(settings.events, "w", encoding="utf-8")) if settings.events else None
+        session = Session(choice.backend, profile, tuning, settings.instructions)
+        stack.callback(session.stop)
+        subscription = session.bus.subscribe("cli", maxsize=100_000)
+        session.start(source)
+        try:
+            for event in subscription:
+                printer(event)
+                if events is not None:
+                    events.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+                    events.flush()
+        except KeyboardInterrupt:
+            notes.write("· stopped\n")
+            return 0
+        session.stop()
+        if session.error:
+            raise OnlookerError(session.error)
+    return 0

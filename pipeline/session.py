@@ -1,0 +1,61 @@
+"""One viewer's pipeline: source → hub → commentator → bus, started and torn down together."""
+
+from __future__ import annotations
+
+from pipeline.backends.base import Backend
+from pipeline.commentator import Commentator
+from pipeline.config import Tuning
+from pipeline.events import ErrorEvent, EventBus, SourceStatus
+from pipeline.hub import FrameHub
+from pipeline.prompts import Profile
+from pipeline.sources.base import Source
+
+
+class Session:
+    """Owns every thread it starts; ``stop`` ends them all. The backend is shared, not owned."""
+
+    def __init__(self, backend: Backend, profile: Profile, tuning: Tuning, instructions: str = "") -> None:
+        self.bus = EventBus()
+        self.hub = FrameHub(self.bus, tuning)
+        self.commentator = Commentator(self.hub, backend, self.bus, profile, tuning, instructions, on_exit=self._ended)
+        self.source: Source | None = None
+
+    def start(self, source: Source) -> None:
+        """Start reading ``source`` and commenting on it (a Session runs one source, once)."""
+        if self.source is not None:
+            raise RuntimeError("a session runs one source; create a new Session for another")
+        self.source = source
+        self.commentator.start()
+        source.start(self.hub.push, self._on_status)
+
+    def _on_status(self, state: str, detail: str) -> None:
+        source = self.source
+        name = source.display_name if source else ""
+        t = self.hub.latest.media_time if self.hub.latest else 0.0
+        self.bus.publish(SourceStatus(t=t, state=state, detail=detail, source=name))
+        if state == "failed":
+            self.bus.publish(ErrorEvent(t=t, message=detail, fatal=True))
+        if state in ("ended", "failed"):
+            self.hub.mark_ended()
+
+    def _ended(self) -> None:
+        """The commentator finished (end of source, fatal error or stop): consumers drain and stop."""
+        self.bus.close()
+
+    @property
+    def error(self) -> str | None:
+        """Why the session failed, or None if it ended normally (or is still running)."""
+        if self.source is not None and self.source.error:
+            return self.source.error
+        return self.commentator.failed
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop generation, the source and the bus; joins every thread. Safe to call twice."""
+        self.commentator.stop(timeout)
+        if self.source is not None:
+            self.source.stop(timeout)
+        self.bus.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the commentary loop has ended; True when it has."""
+        return self.commentator.join(timeout)

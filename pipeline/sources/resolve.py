@@ -1,0 +1,137 @@
+"""Turn what a user typed into the right Source: file path, stream URL, MJPEG camera or web page.
+
+HTTP URLs are sniffed by Content-Type (MJPEG cameras, HTML pages and plain video all use
+http://); web pages such as YouTube are resolved to a media URL with yt-dlp when it is installed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipeline.errors import SourceError
+from pipeline.frames import Frame
+from pipeline.sources.base import Source
+from pipeline.sources.file import FileSource
+from pipeline.sources.stream import STREAM_SCHEMES, StreamSource, mask_credentials
+
+PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
+
+
+def describe_http_error(exc: httpx.HTTPError, display: str) -> str:
+    """One line for connection-level failures, saying what to check."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+            return f"{display}: cannot resolve the host name; check the spelling of the address"
+        if "refused" in text.lower():
+            return f"{display}: connection refused; is the camera or server running and the port right?"
+        return f"{display}: cannot connect ({text}); check the address and your network"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{display}: timed out; check the address and that the stream is live"
+    return f"{display}: HTTP failure ({text})"
+
+
+def describe_http_status(status: int, display: str) -> str:
+    """One line for an HTTP error status, with the usual fix."""
+    if status == 401:
+        return f"{display}: HTTP 401, the camera needs credentials; put them in the URL as http://user:pass@host/…"
+    if status == 403:
+        return f"{display}: HTTP 403 forbidden; the credentials are wrong or this address is not allowed"
+    if status == 404:
+        return f"{display}: HTTP 404 not found; check the stream path"
+    return f"{display}: HTTP {status} from the server; check the URL"
+
+
+def sniff_http(url: str, timeout: float = 10.0) -> str:
+    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers."""
+    display = mask_credentials(url)
+    host = (urlsplit(url).hostname or "").lower()
+    if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
+        return "page"
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code >= 400:
+                raise SourceError(describe_http_status(response.status_code, display))
+            content_type = response.headers.get("content-type", "").lower()
+    except httpx.HTTPError as exc:
+        raise SourceError(describe_http_error(exc, display)) from None
+    if content_type.startswith("multipart/x-mixed-replace"):
+        return "mjpeg"
+    if content_type.startswith(("text/html", "application/xhtml")):
+        return "page"
+    return "video"
+
+
+def resolve_page(url: str) -> str:
+    """The direct media URL behind a web page, via yt-dlp; a clear error when that cannot work."""
+    display = mask_credentials(url)
+    try:
+        import yt_dlp
+    except ImportError:
+        raise SourceError(
+            f"{display}: is a web page, not a video stream; install yt-dlp (pip install yt-dlp) to play "
+            "pages such as YouTube, or paste the direct video/stream URL"
+        ) from None
+    options = {"quiet": True, "no_warnings": True, "noplaylist": True, "format": "best[vcodec!=none]/best"}
+    try:
+        with yt_dlp.YoutubeDL(options) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except Exception as exc:  # yt-dlp raises many types; all mean "no video here"
+        reason = " ".join(str(exc).split()).removeprefix("ERROR: ")
+        raise SourceError(f"{display}: is a web page with no video yt-dlp can find ({reason[:160]})") from None
+    media = (info or {}).get("url")
+    if not media:
+        raise SourceError(f"{display}: yt-dlp found no single playable video on this page")
+    return media
+
+
+class UrlSource(Source):
+    """An http(s) URL whose kind is only known after asking the server."""
+
+    kind = "url"
+
+    def __init__(self, url: str, source_id: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(url, source_id or mask_credentials(url))
+        self.timeout = timeout
+
+    @property
+    def display_name(self) -> str:
+        return mask_credentials(self.uri)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        from pipeline.sources.mjpeg import MjpegSource
+
+        kind = sniff_http(self.uri, self.timeout)
+        if kind == "mjpeg":
+            inner: Source = MjpegSource(self.uri, source_id=self.source_id)
+        else:
+            target = resolve_page(self.uri) if kind == "page" else self.uri
+            inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout)
+        self.kind = inner.kind
+        yield from inner.frames(stop)
+        self.live = inner.live
+
+
+def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0) -> Source:
+    """The Source for a path or URL; unknown schemes and bad files fail here, at once."""
+    text = uri.strip()
+    if not text:
+        raise SourceError("no source given; pass a video file path or a URL (rtsp://, http://, …)")
+    scheme = urlsplit(text).scheme.lower()
+    if scheme == "file":
+        return FileSource(Path(urlsplit(text).path), loop=loop)
+    if scheme in ("http", "https"):
+        return UrlSource(text, timeout=timeout)
+    if scheme in STREAM_SCHEMES:
+        return StreamSource(text, timeout=timeout)
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive (C:\...)
+        raise SourceError(
+            f"{mask_credentials(text)}: unsupported scheme '{scheme}://'; use a file path, http(s)://, "
+            "rtsp://, rtmp://, srt:// or udp://"
+        )
+    return FileSource(text, loop=loop)
