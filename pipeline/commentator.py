@@ -232,9 +232,12 @@ class Commentator:
         t = frames[-1].media_time
         self.bus.publish(CommentaryStarted(t=t, comment_id=comment_id, trigger=trigger, frames=len(frames)))
         text, first_delta, error = self._stream(request, comment_id, t)
-        reason = "error" if error else suppression_reason(text, recent, tuning.duplicate_similarity)
-        if self._stop.is_set() and not reason:
+        if error:
+            reason = "error"
+        elif request.cancel.is_set():
             reason = "cancelled"
+        else:
+            reason = suppression_reason(text, recent, tuning.duplicate_similarity)
         self.bus.publish(CommentaryFinished(t=t, comment_id=comment_id, text=text.strip(), suppressed=reason))
         if not reason:
             with self._lock:

@@ -39,7 +39,9 @@ class Tuning(BaseModel):
     density: float = Field(1.0, ge=0, le=10, description="how much scene weight shortens the interval")
     heartbeat: float = Field(30.0, ge=0, le=3600, description="seconds between comments when IDLE; 0 = silent")
     idle_after: float = Field(3.0, gt=0, le=600, description="seconds of stillness before IDLE")
-    motion_threshold: float = Field(0.01, ge=0, le=1, description="motion level that means ACTIVE")
+    motion_threshold: float = Field(
+        0.005, ge=0, le=1, description="share of the picture changing per 1/15 s that means ACTIVE"
+    )
     cut_threshold: float = Field(0.45, gt=0, le=1, description="change score that counts as a hard cut")
     comment_on_cut: bool = Field(True, description="comment right away after a scene cut")
     context_comments: int = Field(3, ge=0, le=20, description="recent comments carried into the prompt")

@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 
 THUMB_SIZE = (64, 36)
-_MOTION_FULL_SCALE = 0.03  # mean grey difference (0..1) that counts as "a lot happening"
+_MOTION_FULL_SCALE = 0.05  # share of the picture changing per 1/15 s that counts as "a lot happening"
+_PIXEL_CHANGED = 0.08  # grey-level difference (0..1) above which a thumbnail pixel counts as changed
+_REFERENCE_DT = 1.0 / 15  # motion is normalised to this frame interval, so it does not depend on FPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class SceneScore:
     """The result of scoring one frame against the previous scored frame."""
 
     change: float  # 0..1, how different from the previous scored frame
-    motion: float  # smoothed mean grey difference, 0..1
+    motion: float  # smoothed share of the picture that changed per 1/15 s, 0..1
     weight: float  # 0..1, how much is happening (drives commentary density)
     cut: bool
 
@@ -47,7 +49,7 @@ class SceneScorer:
         cut_threshold: float = 0.45,
         cut_contrast: float = 3.0,
         min_cut_gap: float = 0.5,
-        motion_halflife: float = 1.0,
+        motion_halflife: float = 0.5,
         cut_afterglow: float = 3.0,
     ) -> None:
         self.cut_threshold = cut_threshold
@@ -74,9 +76,11 @@ class SceneScorer:
             self._prev_hist, self._prev_grey, self._prev_time = hist, grey, media_time
             return SceneScore(0.0, 0.0, 0.0, False)
         hist_dist = 0.5 * float(np.abs(hist - self._prev_hist).sum())
-        diff = float(np.abs(grey - self._prev_grey).mean())
+        delta = np.abs(grey - self._prev_grey)
+        diff = float(delta.mean())
         change = min(1.0, max(hist_dist, diff * 4.0))
         dt = max(media_time - self._prev_time, 1e-3)
+        moved = min(1.0, float((delta > _PIXEL_CHANGED).mean()) * _REFERENCE_DT / dt)
         cut = (
             change >= self.cut_threshold
             and change >= self.cut_contrast * self._baseline
@@ -87,7 +91,7 @@ class SceneScorer:
             self._last_cut = media_time
         else:
             self._baseline = decay * self._baseline + (1 - decay) * change
-            self._motion = decay * self._motion + (1 - decay) * diff
+            self._motion = decay * self._motion + (1 - decay) * moved
         self._prev_hist, self._prev_grey, self._prev_time = hist, grey, media_time
         afterglow = math.exp(-(media_time - self._last_cut) / self.cut_afterglow) if self._last_cut > -math.inf else 0.0
         weight = min(1.0, max(self._motion / _MOTION_FULL_SCALE, afterglow))

@@ -47,13 +47,13 @@ def render_frames(segments: list[Segment], fps: int, width: int, height: int):
             yield frame
 
 
-def cut_times(segments: list[Segment]) -> list[float]:
-    """Media times of the first frame after each hard cut."""
-    times, t = [], 0.0
+def cut_times(segments: list[Segment], fps: int) -> list[float]:
+    """Media times of the first frame after each hard cut (segments are whole frames long)."""
+    times, frames = [], 0
     for prev, seg in itertools.pairwise(segments):
-        t += prev.seconds
+        frames += round(prev.seconds * fps)
         if seg.scene != prev.scene:
-            times.append(t)
+            times.append(frames / fps)
     return times
 
 

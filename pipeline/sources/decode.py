@@ -93,12 +93,13 @@ def decode_frames(
     display: str,
     *,
     paced: bool,
+    rate: float = 1.0,
     loop: bool = False,
     stats: DecodeStats | None = None,
 ) -> Iterator[Frame]:
     """Yield frames from the first video stream.
 
-    ``paced`` plays at the native rate against the wall clock (files); frames that are already
+    ``paced`` plays at ``rate`` times the native rate against the wall clock (files); frames that are already
     more than a frame late are dropped before colour conversion, so a slow machine skips frames
     instead of falling further and further behind. Live streams are not paced: they arrive in
     real time, and the newest frame is always the one handed on.
@@ -126,13 +127,13 @@ def decode_frames(
                 if paced:
                     now = time.monotonic()
                     if start_wall is None:
-                        start_wall = now - media_time
-                    due = start_wall + media_time
+                        start_wall = now - media_time / rate
+                    due = start_wall + media_time / rate
                     if due > now and stop.wait(due - now):
                         return
                     lag = time.monotonic() - due
                     stats.max_lag = max(stats.max_lag, lag)
-                    if lag > frame_period:
+                    if lag > frame_period / rate:
                         stats.dropped_late += 1
                         index += 1
                         continue

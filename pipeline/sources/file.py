@@ -28,10 +28,11 @@ class FileSource(Source):
     kind = "file"
     live = False
 
-    def __init__(self, path: str | Path, loop: bool = False, source_id: str | None = None) -> None:
+    def __init__(self, path: str | Path, loop: bool = False, source_id: str | None = None, rate: float = 1.0) -> None:
         self.path = Path(path).expanduser()
         super().__init__(str(self.path), source_id)
         self.loop = loop
+        self.rate = rate  # playback speed; tests and benchmarks replay faster than real time
         self.stats = DecodeStats()
         check_video_file(self.path)
         # Probe now, in the caller's thread, so a bad file is an immediate error, not a status event.
@@ -41,7 +42,14 @@ class FileSource(Source):
         container = open_video(str(self.path), str(self.path))
         try:
             yield from decode_frames(
-                container, stop, self.source_id, str(self.path), paced=True, loop=self.loop, stats=self.stats
+                container,
+                stop,
+                self.source_id,
+                str(self.path),
+                paced=True,
+                rate=self.rate,
+                loop=self.loop,
+                stats=self.stats,
             )
         finally:
             container.close()

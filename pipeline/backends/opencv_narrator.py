@@ -1,0 +1,506 @@
+"""Offline narrator: says what OpenCV measured (motion, cuts, light, colour, faces, people).
+
+It is what the app falls back to with no GPU and no model, so it has to be a useful camera
+monitor on one CPU core and strictly honest: every sentence reports a measurement, and a
+detector this OpenCV build lacks (OpenCV 5 ships no Haar cascades or HOG people detector) is
+named in ``description`` and never stands behind a claim.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.scene import SceneScorer, thumbnail
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+
+# Motion, measured on the shared 64×36 scene thumbnail (INTER_AREA averaging also removes sensor noise).
+_DIFF_THRESHOLD = 16  # grey levels (of 255) a thumbnail pixel must change by, after light compensation
+_MOTION_NONE = 0.0015  # mean changed fraction per frame pair below which nothing counts as moving
+_MOTION_LITTLE = 0.02
+_MOTION_LOTS = 0.08
+_MAX_GAIN = 4.0  # a frame pair whose brightness ratio exceeds this is a light change, not comparable
+_DOMINANT_SHARE = 0.6  # share of all change (or of one axis) that makes a region "where" it happens
+_MIN_DRIFT = 0.2  # horizontal travel (fraction of width) before the movement is said to be heading somewhere
+# Light and colour.
+_SUDDEN_LIGHT = 40.0  # grey levels between two frames that make a change sudden
+_GRADUAL_LIGHT = 20.0  # grey levels over the window that make a change worth saying
+_DARK, _BRIGHT = 35.0, 215.0
+_SAME_LAYOUT = 0.6  # grey correlation across a "cut" above which it was only the light changing
+# Detectors run on a downscaled copy so one call stays well under 100 ms on one core.
+_FACE_WIDTH = 480
+_PEOPLE_WIDTH = 480
+_PEOPLE_MIN_WEIGHT = 0.5
+
+_NUMBERS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
+# OpenCV hue is 0..180; each name covers hues up to its bound.
+_HUES = (
+    (8, "red"),
+    (20, "orange"),
+    (33, "yellow"),
+    (85, "green"),
+    (100, "cyan"),
+    (130, "blue"),
+    (150, "purple"),
+    (170, "pink"),
+    (180, "red"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A detection in fractions (0..1) of image width and height, so it means the same at any scale."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """(x, y) of the box centre, as fractions of the image."""
+        return self.x + self.w / 2, self.y + self.h / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    """How much of the picture changed between consecutive frames, and where."""
+
+    amount: float  # mean fraction of pixels that changed per compared pair, 0..1
+    columns: tuple[float, float, float]  # share of all change in the left, centre and right thirds
+    rows: tuple[float, float, float]  # share of all change in the top, middle and bottom thirds
+    drift: float  # horizontal travel of the changing area over the window, fraction of width (+ = right)
+    pairs: int  # frame pairs compared; 0 means motion could not be measured
+
+
+@dataclass(frozen=True, slots=True)
+class Light:
+    """Mean brightness (0..255) at the start and end of the window and the largest frame-to-frame step."""
+
+    before: float
+    after: float
+    largest_step: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observations:
+    """Everything measured for one comment; ``None`` for a detector this OpenCV build lacks."""
+
+    frame_count: int
+    shot_frames: int  # frames since the last cut (all of them when there was none)
+    cuts: int
+    motion: Motion
+    light: Light
+    colour_before: str | None
+    colour_after: str | None
+    faces: tuple[Box, ...] | None
+    people: tuple[Box, ...] | None
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """Accept grey or RGBA pictures too, so an odd source never crashes the fallback."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    return image
+
+
+def _grey_thumb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(thumbnail(_rgb(image)), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _shares(counts: np.ndarray, axis: int) -> tuple[float, float, float]:
+    total = float(counts.sum())
+    parts = [float(p.sum()) / total if total else 0.0 for p in np.array_split(counts, 3, axis=axis)]
+    return parts[0], parts[1], parts[2]
+
+
+def measure_motion(images: Sequence[np.ndarray]) -> Motion:
+    """Threshold frame differences on thumbnails; brightness is matched first so light is not motion."""
+    greys = [_grey_thumb(im) for im in images]
+    counts = np.zeros_like(greys[0]) if greys else np.zeros((1, 1), np.float32)
+    fractions: list[float] = []
+    centres: list[float] = []
+    for a, b in pairwise(greys):
+        mean_a, mean_b = float(a.mean()), float(b.mean())
+        gain = (mean_b + 1.0) / (mean_a + 1.0)
+        if not 1 / _MAX_GAIN <= gain <= _MAX_GAIN:
+            continue  # the light changed too much to compare structure
+        diff = b - a * gain
+        diff -= float(np.median(diff))
+        mask = np.abs(diff) > _DIFF_THRESHOLD
+        fractions.append(float(mask.mean()))
+        counts += mask
+        if mask.mean() >= _MOTION_NONE:
+            centres.append(float(np.nonzero(mask)[1].mean() + 0.5) / mask.shape[1])
+    steps = np.diff(centres)
+    drift = 0.0
+    if len(centres) >= 3 and (np.all(steps > 0) or np.all(steps < 0)):
+        drift = centres[-1] - centres[0]
+    return Motion(
+        amount=float(np.mean(fractions)) if fractions else 0.0,
+        columns=_shares(counts, axis=1),
+        rows=_shares(counts, axis=0),
+        drift=drift,
+        pairs=len(fractions),
+    )
+
+
+def mean_brightness(image: np.ndarray) -> float:
+    """Mean grey level 0..255 of the thumbnail (what a person would call how light the picture is)."""
+    return float(_grey_thumb(image).mean())
+
+
+def measure_light(images: Sequence[np.ndarray]) -> Light:
+    """Brightness at both ends of the window and the biggest single jump (sudden vs gradual)."""
+    levels = [mean_brightness(im) for im in images] or [0.0]
+    step = float(np.abs(np.diff(levels)).max()) if len(levels) > 1 else 0.0
+    return Light(levels[0], levels[-1], step)
+
+
+def dominant_colour(image: np.ndarray) -> str | None:
+    """The colour name that covers most of the picture, or None when no single colour dominates."""
+    hsv = cv2.cvtColor(thumbnail(_rgb(image)), cv2.COLOR_RGB2HSV)
+    hue = hsv[..., 0][(hsv[..., 1] >= 80) & (hsv[..., 2] >= 60)]
+    if hue.size < 0.4 * hsv.shape[0] * hsv.shape[1]:
+        return None
+    counts: dict[str, int] = {}
+    low = 0
+    for high, name in _HUES:
+        counts[name] = counts.get(name, 0) + int(((hue >= low) & (hue < high)).sum())
+        low = high
+    name, count = max(counts.items(), key=lambda item: item[1])
+    return name if count >= _DOMINANT_SHARE * hue.size else None
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised grey correlation; flat pictures fall back to comparing their chromaticity."""
+    ga, gb = _grey_thumb(a), _grey_thumb(b)
+    if ga.std() > 2 and gb.std() > 2:
+        return float(((ga - ga.mean()) * (gb - gb.mean())).mean() / (ga.std() * gb.std()))
+    ca, cb = (thumbnail(_rgb(x)).reshape(-1, 3).astype(np.float32).mean(axis=0) for x in (a, b))
+    chroma_gap = np.abs(ca / max(float(ca.sum()), 1.0) - cb / max(float(cb.sum()), 1.0)).max()
+    return 1.0 if chroma_gap < 0.05 else 0.0
+
+
+def find_cuts(images: Sequence[np.ndarray], times: Sequence[float]) -> list[int]:
+    """Indices of frames that start a new shot, by ``SceneScorer``; a pure light change is not a cut."""
+    scorer = SceneScorer()
+    thumbs = [thumbnail(_rgb(im)) for im in images]
+    cuts = []
+    for i, (thumb, t) in enumerate(zip(thumbs, times, strict=True)):
+        if scorer.score(thumb, t).cut and _correlation(thumbs[i - 1], thumb) < _SAME_LAYOUT:
+            cuts.append(i)
+    return cuts
+
+
+def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
+    """Downscale (never upscale) to ``width``, keeping the aspect ratio."""
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def _boxes(rects: Sequence[Sequence[int]], shape: tuple[int, ...]) -> list[Box]:
+    h, w = shape[:2]
+    return sorted((Box(x / w, y / h, bw / w, bh / h) for x, y, bw, bh in rects), key=lambda b: b.x)
+
+
+@lru_cache(maxsize=1)
+def _face_detector() -> tuple[cv2.CascadeClassifier | None, str]:
+    """The Haar frontal face cascade, or None and why (OpenCV 5 wheels no longer bundle it)."""
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    path = Path(folder or "") / "haarcascade_frontalface_default.xml"
+    if not folder or not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
+        return None, "no face detection: this OpenCV build ships no Haar cascades (use opencv-python-headless<5)"
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        return None, f"no face detection: could not load {path.name}"
+    return cascade, ""
+
+
+@lru_cache(maxsize=1)
+def _people_detector() -> tuple[cv2.HOGDescriptor | None, str]:
+    """The HOG people detector, or None and why (OpenCV 5 dropped the default people model)."""
+    hog_class = getattr(cv2, "HOGDescriptor", None)
+    default = getattr(cv2, "HOGDescriptor_getDefaultPeopleDetector", None) or getattr(
+        hog_class, "getDefaultPeopleDetector", None
+    )
+    if hog_class is None or default is None:
+        return None, "no people detection: this OpenCV build has no HOG people detector (use opencv-python-headless<5)"
+    try:
+        hog = hog_class()
+        hog.setSVMDetector(default())
+    except cv2.error as exc:
+        return None, f"no people detection: {' '.join(str(exc).split())}"
+    return hog, ""
+
+
+_FACE_LOCK = threading.Lock()  # cascade and HOG objects are shared; OpenCV does not promise thread safety
+_PEOPLE_LOCK = threading.Lock()
+
+
+def faces_available() -> bool:
+    """Whether ``detect_faces`` can see anything in this OpenCV build."""
+    return _face_detector()[0] is not None
+
+
+def people_available() -> bool:
+    """Whether ``detect_people`` can see anything in this OpenCV build."""
+    return _people_detector()[0] is not None
+
+
+def detector_notes() -> list[str]:
+    """One line per missing detector, for status lines: the narrator says what it cannot see."""
+    return [note for _, note in (_face_detector(), _people_detector()) if note]
+
+
+def detect_faces(image: np.ndarray) -> list[Box]:
+    """Frontal faces, left to right; at 400 px wide a face must be ~6% of the frame width to count."""
+    cascade, _ = _face_detector()
+    if cascade is None:
+        return []
+    grey = cv2.cvtColor(_fit_width(_rgb(image), _FACE_WIDTH), cv2.COLOR_RGB2GRAY)
+    with _FACE_LOCK:
+        rects = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    return _boxes(list(rects), grey.shape)
+
+
+def detect_people(image: np.ndarray) -> list[Box]:
+    """Standing people, left to right; at 480 px wide a person must be ~half the frame height."""
+    hog, _ = _people_detector()
+    if hog is None:
+        return []
+    small = np.ascontiguousarray(_fit_width(_rgb(image), _PEOPLE_WIDTH))
+    if small.shape[0] < 128 or small.shape[1] < 64:
+        return []
+    with _PEOPLE_LOCK:
+        rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.1)
+    kept = [r for r, w in zip(list(rects), np.ravel(weights), strict=True) if w >= _PEOPLE_MIN_WEIGHT]
+    return _boxes(kept, small.shape)
+
+
+def observe(images: Sequence[np.ndarray], times: Sequence[float]) -> Observations:
+    """Measure a window (oldest→newest); after a cut only the new shot counts for motion, light, colour."""
+    if not images:
+        return Observations(0, 0, 0, measure_motion([]), measure_light([]), None, None, None, None)
+    thumbs = [thumbnail(_rgb(im)) for im in images]  # once: every measure below re-thumbnails for free
+    cuts = find_cuts(thumbs, times)
+    shot = thumbs[cuts[-1] :] if cuts else thumbs
+    newest = images[-1]
+    return Observations(
+        frame_count=len(images),
+        shot_frames=len(shot),
+        cuts=len(cuts),
+        motion=measure_motion(shot),
+        light=measure_light(shot),
+        colour_before=dominant_colour(shot[0]),
+        colour_after=dominant_colour(thumbs[-1]),
+        faces=tuple(detect_faces(newest)) if faces_available() else None,
+        people=tuple(detect_people(newest)) if people_available() else None,
+    )
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def _pick(options: Sequence[str], seed: int, key: str) -> str:
+    """A template chosen by (seed, key): varied between comments, identical for the same input."""
+    return options[zlib.crc32(f"{seed}:{key}".encode()) % len(options)]
+
+
+def place(x: float | None, y: float | None) -> str:
+    """Words for a position given as fractions of the picture; None means "spread along that axis"."""
+    col = None if x is None else ("left", "centre", "right")[min(int(x * 3), 2)]
+    row = None if y is None else ("top", "middle", "bottom")[min(int(y * 3), 2)]
+    if row in (None, "middle"):
+        if col is None:
+            return "in several places"
+        return "in the centre" if col == "centre" else f"on the {col}"
+    if col in (None, "centre"):
+        return f"near the {row}"
+    return f"near the {row} {col}"
+
+
+def _where(motion: Motion) -> str:
+    col = int(np.argmax(motion.columns)) if max(motion.columns) >= _DOMINANT_SHARE else None
+    row = int(np.argmax(motion.rows)) if max(motion.rows) >= _DOMINANT_SHARE else None
+    if col is None and abs(motion.drift) >= _MIN_DRIFT:
+        return {0: "along the top", 2: "along the bottom"}.get(row or 1, "across the picture")
+    if col is None and row is None and motion.amount >= _MOTION_LOTS and min(motion.columns) >= 0.15:
+        return "all over the picture"
+    return place(None if col is None else (col + 0.5) / 3, None if row is None else (row + 0.5) / 3)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    word = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+    return f"{word} {one if n == 1 else many}"
+
+
+def _places(boxes: Sequence[Box]) -> str:
+    found = list(dict.fromkeys(place(*b.centre) for b in boxes))
+    if len(found) > 2:
+        return "across the picture"
+    return " and ".join(found)
+
+
+def _motion_sentence(motion: Motion, seed: int) -> str:
+    if motion.amount < _MOTION_NONE:
+        return _pick(("Nothing is moving.", "No movement.", "Nothing moves."), seed, "still")
+    where = _where(motion)
+    if motion.amount < _MOTION_LITTLE:
+        options = ("A little movement {w}.", "Something small is moving {w}.", "Slight movement {w}.")
+    elif motion.amount < _MOTION_LOTS:
+        options = ("Some movement {w}.", "Something is moving {w}.", "Movement {w}.")
+    else:
+        options = ("Lots of movement {w}.", "A lot is moving {w}.", "Busy movement {w}.")
+    sentence = _pick(options, seed, "motion").format(w=where)
+    if abs(motion.drift) >= _MIN_DRIFT:
+        side = "right" if motion.drift > 0 else "left"
+        sentence += " " + _pick(("It is heading {s}.", "It drifts to the {s}."), seed, "drift").format(s=side)
+    return sentence
+
+
+def _light_sentence(light: Light, seed: int) -> str | None:
+    delta = light.after - light.before
+    if abs(delta) < _GRADUAL_LIGHT:
+        return None
+    if light.before < _DARK + 10 and light.after >= 80 and light.largest_step >= _SUDDEN_LIGHT:
+        return _pick(("Much brighter now, as if a light came on.", "It suddenly got bright."), seed, "on")
+    if light.after < _DARK + 10 and light.before >= 80 and light.largest_step >= _SUDDEN_LIGHT:
+        return _pick(("The picture went dark, as if the lights went off.", "It suddenly went dark."), seed, "off")
+    sudden = light.largest_step >= _SUDDEN_LIGHT and light.largest_step >= 0.6 * abs(delta)
+    if delta > 0:
+        options = ("It suddenly got brighter.",) if sudden else ("It is getting brighter.", "Brighter than before.")
+    else:
+        options = ("It suddenly got darker.",) if sudden else ("It is getting darker.", "Darker than before.")
+    return _pick(options, seed, "light")
+
+
+def _level_sentence(level: float) -> str | None:
+    if level < _DARK:
+        return "The picture is very dark."
+    if level > _BRIGHT:
+        return "The picture is very bright."
+    return None
+
+
+def _colour_sentence(before: str | None, after: str | None, seed: int, describe: bool) -> str | None:
+    if after is not None and (describe or before is None):
+        if describe:
+            return _pick(("Mostly {c}.", "The picture is mostly {c}."), seed, "colour").format(c=after)
+        return f"Now mostly {after}."
+    if before is not None and after is not None and before != after:
+        return _pick(("The colours shifted from {a} to {b}.", "From {a} to {b}."), seed, "shift").format(
+            a=before, b=after
+        )
+    if before is not None and after is None:
+        return f"No longer mostly {before}."
+    return None
+
+
+def _detections_sentences(obs: Observations) -> list[str]:
+    out = []
+    if obs.faces:
+        out.append(f"{_count(len(obs.faces), 'face', 'faces')}, {_places(obs.faces)}.")
+    if obs.people:
+        out.append(f"{_count(len(obs.people), 'person', 'people')} {_places(obs.people)}.")
+    return out
+
+
+def compose(obs: Observations, seed: int, trigger: str = "active") -> list[str]:
+    """Sentences, most important first; each one states a measurement, nothing is guessed."""
+    if obs.frame_count == 0:
+        return ["No picture yet."]
+    cut = obs.cuts > 0 or trigger == "scene_cut"
+    light_change = _light_sentence(obs.light, seed)
+    moving = obs.motion.amount >= _MOTION_NONE
+    if obs.motion.pairs and not (cut or moving or light_change) and obs.colour_before == obs.colour_after:
+        still = ("Still the same scene; nothing is moving.", "Nothing has changed; nothing is moving.")
+        return [_pick(still, seed, "same"), *_detections_sentences(obs)]
+    sentences: list[str] = []
+    if obs.cuts > 1:
+        sentences.append(f"{_count(obs.cuts, 'scene cut', 'scene cuts')}.")
+    elif cut:
+        sentences.append(_pick(("Scene cut.", "Cut to a new scene.", "Scene cut: a new shot."), seed, "cut"))
+    if light_change:
+        sentences.append(light_change)
+    if obs.motion.pairs:
+        sentences.append(_motion_sentence(obs.motion, seed))
+    elif obs.shot_frames == 1 and not cut:
+        sentences.append("Just one frame so far; nothing to compare yet.")
+    sentences.extend(_detections_sentences(obs))
+    describe = cut or obs.shot_frames == 1
+    if not light_change and describe and (level := _level_sentence(obs.light.after)):
+        sentences.append(level)
+    if colour := _colour_sentence(obs.colour_before, obs.colour_after, seed, describe):
+        sentences.append(colour)
+    return sentences
+
+
+def limit_words(sentences: Sequence[str], max_words: int) -> str:
+    """Whole sentences up to ``max_words`` words (a word ≈ a token); a too-long first one is cut short."""
+    kept: list[str] = []
+    used = 0
+    for sentence in sentences:
+        words = sentence.split()
+        if used + len(words) > max_words:
+            if not kept:
+                kept.append(" ".join(words[: max(1, max_words)]))
+            break
+        kept.append(sentence)
+        used += len(words)
+    return " ".join(kept)
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class OpenCVNarrator(Backend):
+    """Describes the window from measurements alone: no weights, no GPU, starts instantly."""
+
+    name = "opencv"
+    capabilities = Capabilities(images=True, video=False, audio_out=False, max_frames=16)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenCVNarrator:
+        """Nothing to load: detectors are read lazily on the first comment."""
+        return cls()
+
+    @property
+    def description(self) -> str:
+        """Engine summary plus any detector this OpenCV build lacks, so the UI never overstates it."""
+        notes = detector_notes()
+        return "OpenCV narrator (offline, no model)" + (f"; {'; '.join(notes)}" if notes else "")
+
+    def stream(self, request: CommentRequest) -> Iterator[str]:
+        """Measure, word the findings and yield them word by word, stopping as soon as cancelled."""
+        request.timings["model_start"] = time.perf_counter()
+        frames = request.frames
+        seed = frames[-1].index if frames else 0
+        obs = observe([f.image for f in frames], [f.media_time for f in frames])
+        text = limit_words(compose(obs, seed, request.trigger), request.max_tokens)
+        for i, word in enumerate(text.split()):
+            if request.cancel.is_set():
+                return
+            if i == 0:
+                request.timings["model_first_token"] = time.perf_counter()
+            yield word + " "

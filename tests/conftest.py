@@ -1,0 +1,63 @@
+"""Shared fixtures: generated test videos and a loopback static-file HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from media import Segment, write_video  # noqa: E402
+
+# Static, then motion, then cuts between scenes: the default "known content" clip (14 s).
+STORY = [
+    Segment(4, 0),
+    Segment(4, 0, moving=True),
+    Segment(2, 1),
+    Segment(4, 2, moving=True),
+]
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def story_video(media_dir: Path) -> Path:
+    return write_video(media_dir / "story.mp4", STORY)
+
+
+@pytest.fixture(scope="session")
+def short_video(media_dir: Path) -> Path:
+    return write_video(media_dir / "short.mp4", [Segment(1.0, 0), Segment(1.0, 1, moving=True)])
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path/www``; yields (base URL, folder)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
