@@ -296,6 +296,8 @@ class TransformersVLM(Backend):
         model = self._model
         if model is None:
             raise BackendError("the transformers backend was closed")
+        if request.cancel.is_set():
+            return
         request.timings["model_start"] = time.perf_counter()
         inputs = self._prepare(request)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=POLL_S)

@@ -21,6 +21,8 @@ from pipeline.errors import SourceError
 from pipeline.frames import Frame
 
 MAX_SIDE = 1920  # larger pictures are downscaled on decode: nothing downstream needs more
+LATE_TOLERANCE = 0.1  # seconds behind the wall clock before a paced frame is dropped
+STALL_RESET = 0.5  # seconds behind after which the clock is re-anchored instead of dropping a burst
 
 
 @dataclass
@@ -29,6 +31,7 @@ class DecodeStats:
 
     decoded: int = 0
     dropped_late: int = 0
+    stalls: int = 0
     max_lag: float = 0.0
 
 
@@ -99,9 +102,9 @@ def decode_frames(
 ) -> Iterator[Frame]:
     """Yield frames from the first video stream.
 
-    ``paced`` plays at ``rate`` times the native rate against the wall clock (files); frames that are already
-    more than a frame late are dropped before colour conversion, so a slow machine skips frames
-    instead of falling further and further behind. Live streams are not paced: they arrive in
+    ``paced`` plays at ``rate`` times the native rate against the wall clock (files); frames
+    more than ``LATE_TOLERANCE`` (or two frames) late are dropped before colour conversion, so a
+    slow machine skips frames instead of falling further and further behind. Live streams are not paced: they arrive in
     real time, and the newest frame is always the one handed on.
     """
     stats = stats or DecodeStats()
@@ -133,7 +136,10 @@ def decode_frames(
                         return
                     lag = time.monotonic() - due
                     stats.max_lag = max(stats.max_lag, lag)
-                    if lag > frame_period / rate:
+                    if lag > STALL_RESET:  # a hiccup (slow disk or network), not slowness: resume from here
+                        start_wall += lag
+                        stats.stalls += 1
+                    elif lag > max(2 * frame_period / rate, LATE_TOLERANCE):
                         stats.dropped_late += 1
                         index += 1
                         continue

@@ -9,6 +9,7 @@ right, and falls back to scanning for JPEG markers when they are not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -75,11 +76,12 @@ class _JpegWalk:
     next boundary, which saves a whole frame of latency on live streams.
     """
 
-    __slots__ = ("entropy", "pos")
+    __slots__ = ("entropy", "pos", "scanned")
 
     def __init__(self, start: int) -> None:
         self.pos = start + 2  # past SOI
         self.entropy = False
+        self.scanned = False  # a picture has at least one scan; "SOI EOI" in noise is not a JPEG
 
     def advance(self, buf: bytearray) -> int | None:
         """End offset (exclusive) once the JPEG is complete, None to wait for data, ``_BAD`` if malformed."""
@@ -112,7 +114,7 @@ class _JpegWalk:
             if marker == 0xFF:
                 p += 1
             elif marker == 0xD9:
-                return p + 2
+                return p + 2 if self.scanned else _BAD
             elif marker in (0x00, 0xD8):
                 return _BAD
             elif 0xD0 <= marker <= 0xD7 or marker == 0x01:
@@ -126,7 +128,7 @@ class _JpegWalk:
                     return _BAD
                 p += 2 + length
                 if marker == 0xDA:  # start of scan: entropy-coded data follows the header
-                    self.entropy = True
+                    self.entropy = self.scanned = True
 
 
 class MjpegParser:
@@ -149,6 +151,7 @@ class MjpegParser:
         self._walk_failed = False
         self._search_from = 0
         self._pos = 0
+        self._header_lines = 0
         self._body = 0
         self._content_length: int | None = None
         #: JPEG payloads returned so far.
@@ -259,32 +262,24 @@ class MjpegParser:
         return True
 
     def _step_seek(self, out: list[bytes]) -> bool:
-        buf = self._buf
+        buf, size = self._buf, len(self._delimiter)
         p, confirmed = self._find_delimiter(self._search_from)
         if confirmed:
             self._seen_delimiter = True
             self._consume(p, garbage=True)
             self._reset(_DELIMITER)
             return True
-        if self._seen_delimiter:
-            if p >= 0:  # a delimiter at the very end: keep it until the next byte confirms it
-                self._consume(p, garbage=True)
-            else:
-                self._consume(len(buf) - len(self._delimiter), garbage=True)
-            return False
-        # No delimiter seen yet: if a complete JPEG arrives first, the declared boundary is wrong.
-        limit = p if p >= 0 else len(buf)
-        self._search_from = max(0, len(buf) - len(self._delimiter)) if p < 0 else p
-        if self._walk is None:
-            start = buf.find(_SOI_MARKER, 0, limit)
+        if self._seen_delimiter or self._walk is None:
+            # Noise between parts; keep only what may be the start of a delimiter.
+            start = -1 if self._seen_delimiter else buf.find(_SOI_MARKER, 0, p if p >= 0 else len(buf))
             if start < 0:
-                drop = limit - (len(self._delimiter) if p < 0 else 0)
-                self._consume(drop, garbage=True)
-                self._search_from = 0 if p < 0 else len(buf) - (len(buf) - p)
+                self._consume(p if p >= 0 else len(buf) - size, garbage=True)
+                self._search_from = max(0, len(buf) - size)
                 return False
+            # No delimiter seen yet but a JPEG starts: if it completes first, the declared boundary is wrong.
             self._consume(start, garbage=True)
-            self._search_from = 0
             self._walk = _JpegWalk(0)
+        self._search_from = max(0, len(buf) - size)
         end = self._walk.advance(buf)
         if end is None:
             return False
@@ -317,6 +312,7 @@ class MjpegParser:
             return True
         self._pos = lf + 1
         self._content_length = None
+        self._header_lines = 0
         self._state = _HEADERS
         return True
 
@@ -335,8 +331,11 @@ class MjpegParser:
             line = bytes(buf[p:lf])
             self._pos = lf + 1
             if not line.strip():
-                self._enter_body(lf + 1)
-                return True
+                if self._header_lines:
+                    self._enter_body(lf + 1)
+                    return True
+                continue  # stray blank line before the headers; a JPEG right after it is caught above
+            self._header_lines += 1
             name, sep, value = line.partition(b":")
             if sep and name.strip().lower() == b"content-length":
                 try:
@@ -358,9 +357,8 @@ class MjpegParser:
             end = self._body + self._content_length
             if len(buf) < end:
                 return False
-            candidate = buf[self._body : end]
-            if candidate[:2] == SOI and candidate[-2:] == EOI:  # plainly a whole JPEG: no need to wait
-                self._emit(out, candidate)
+            if buf[self._body : self._body + 2] == SOI and buf[end - 2 : end] == EOI:
+                self._emit(out, buf[self._body : end])  # plainly a whole JPEG: no need to wait for a boundary
                 self._consume(end)
                 self._reset(_SEEK)
                 return True
@@ -369,7 +367,7 @@ class MjpegParser:
                 q += 1
             following = bytes(buf[q : q + len(delimiter)])
             if following == delimiter:
-                self._emit(out, candidate)
+                self._emit(out, buf[self._body : end])
                 self._consume(end)
                 self._reset(_SEEK)
                 return True
@@ -478,10 +476,8 @@ class MjpegSource(Source):
         with self._sock_lock:
             sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
         super().stop(timeout)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:

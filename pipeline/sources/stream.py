@@ -26,7 +26,10 @@ def mask_credentials(url: str) -> str:
 def ffmpeg_options(url: str, rtsp_transport: str = "tcp") -> dict[str, str]:
     """Low-delay demuxer options per protocol: never let FFmpeg buffer seconds of old video."""
     scheme = urlsplit(url).scheme.lower()
-    options = {"fflags": "nobuffer", "flags": "low_delay"}
+    options = {"flags": "low_delay"}
+    if scheme in LIVE_SCHEMES:
+        # Not for HTTP/HLS: there "nobuffer" discards the packets read while probing the format.
+        options["fflags"] = "nobuffer"
     if scheme in ("rtsp", "rtsps"):
         options |= {"rtsp_transport": rtsp_transport, "max_delay": "500000"}
     return options
