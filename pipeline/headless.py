@@ -11,7 +11,7 @@ import sys
 from contextlib import ExitStack
 from typing import TextIO
 
-from pipeline.backends.base import create_backend
+from pipeline.backends.base import check_backend_name, create_backend
 from pipeline.config import Settings, load_presets, pick
 from pipeline.errors import OnlookerError
 from pipeline.events import (
@@ -63,6 +63,7 @@ class TranscriptPrinter:
 
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
     """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
+    check_backend_name(settings.backend)
     if not settings.source:
         raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
     tuning = settings.tuning(load_presets(settings.presets_file))

@@ -83,6 +83,14 @@ def backend_names() -> list[str]:
     return ["auto", *REGISTRY]
 
 
+def check_backend_name(name: str) -> None:
+    """Fail early (before opening sources or loading models) on a backend name that does not exist."""
+    if name.strip().lower() not in backend_names():
+        raise ConfigError(
+            f"--backend / ONLOOKER_BACKEND: unknown backend '{name}'; allowed: {', '.join(backend_names())}"
+        )
+
+
 def _backend_class(name: str) -> type[Backend]:
     if name not in REGISTRY:
         raise ConfigError(
