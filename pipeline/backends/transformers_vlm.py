@@ -174,12 +174,7 @@ class TransformersVLM(Backend):
     @classmethod
     def from_settings(cls, settings: Settings) -> TransformersVLM:
         """Load ``settings.model`` on ``settings.device``; every failure is a one-line BackendError."""
-        return cls(
-            settings.model or "",
-            device=settings.device,
-            token_timeout=settings.token_timeout,
-            max_frames=getattr(settings, "max_frames", None) or 8,
-        )
+        return cls(settings.model or "", device=settings.device, token_timeout=settings.token_timeout)
 
     def _load(self, path: Path) -> tuple[Any, Any]:
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what Onlooker needs on a fresh machine: Debian packages (when apt-get is there) and the
+# Python requirements into the active Python. `--dev` adds the test tools. Safe to re-run: it only
+# installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+debs=(ffmpeg)
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install ${missing[*]} with your system's package manager" >&2
+  fi
+fi
+
+req=requirements.txt
+((dev)) && req=requirements-dev.txt
+# Quiet no-op when everything is already there; torch==2.13.0 takes the wheel pip finds first
+# (a CUDA build on a GPU machine from PyPI, the CPU build where only that one is available).
+"$PYTHON" -m pip install -q --disable-pip-version-check -r "$req"
+echo "setup: ready"
