@@ -67,6 +67,9 @@ def test_file_plays_all_frames_in_order_then_ends(short_video):
     assert len(got.frames) + source.stats.dropped_late == 30 and len(got.frames) >= 20
     times = [f.media_time for f in got.frames]
     assert times[0] == 0.0 and all(b > a for a, b in itertools.pairwise(times))
+    # paced: no frame is handed on before its moment on the (4x faster) playback clock
+    start = got.frames[0].wall_time
+    assert all(f.wall_time - start >= f.media_time / 4 - 0.005 for f in got.frames)
     assert got.frames[0].image.shape == (180, 320, 3) and got.frames[0].image.dtype == np.uint8
 
 

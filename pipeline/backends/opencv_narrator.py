@@ -32,6 +32,7 @@ _DIFF_THRESHOLD = 16  # grey levels (of 255) a thumbnail pixel must change by, a
 _MOTION_NONE = 0.0015  # mean changed fraction per frame pair below which nothing counts as moving
 _MOTION_LITTLE = 0.02
 _MOTION_LOTS = 0.08
+_TONE_SHIFT = 4.0  # mean grey change between two frames above which their tones are matched first
 _MAX_GAIN = 4.0  # a frame pair whose brightness ratio exceeds this is a light change, not comparable
 _DOMINANT_SHARE = 0.6  # share of all change (or of one axis) that makes a region "where" it happens
 _MIN_DRIFT = 0.2  # horizontal travel (fraction of width) before the movement is said to be heading somewhere
@@ -39,9 +40,9 @@ _MIN_DRIFT = 0.2  # horizontal travel (fraction of width) before the movement is
 _SUDDEN_LIGHT = 40.0  # grey levels between two frames that make a change sudden
 _GRADUAL_LIGHT = 20.0  # grey levels over the window that make a change worth saying
 _DARK, _BRIGHT = 35.0, 215.0
-_SAME_LAYOUT = 0.6  # grey correlation across a "cut" above which it was only the light changing
+_SAME_LAYOUT = 0.6  # grey rank correlation across a "cut" above which it was only the light changing
 # Detectors run on a downscaled copy so one call stays well under 100 ms on one core.
-_FACE_WIDTH = 480
+_FACE_WIDTH = 400
 _PEOPLE_WIDTH = 480
 _PEOPLE_MIN_WEIGHT = 0.5
 
@@ -132,6 +133,14 @@ def _shares(counts: np.ndarray, axis: int) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
+def _match_tone(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Map ``a``'s grey levels onto ``b``'s by quantiles: undoes a light or exposure change, clipping included."""
+    levels = np.linspace(0, 100, 33)
+    qa, qb = np.percentile(a, levels), np.percentile(b, levels)
+    qa = np.maximum.accumulate(qa + levels * 1e-6)  # strictly increasing, as np.interp needs
+    return np.interp(a, qa, qb).astype(np.float32)
+
+
 def measure_motion(images: Sequence[np.ndarray]) -> Motion:
     """Threshold frame differences on thumbnails; brightness is matched first so light is not motion."""
     greys = [_grey_thumb(im) for im in images]
@@ -143,9 +152,12 @@ def measure_motion(images: Sequence[np.ndarray]) -> Motion:
         gain = (mean_b + 1.0) / (mean_a + 1.0)
         if not 1 / _MAX_GAIN <= gain <= _MAX_GAIN:
             continue  # the light changed too much to compare structure
-        diff = b - a * gain
-        diff -= float(np.median(diff))
-        mask = np.abs(diff) > _DIFF_THRESHOLD
+        threshold = _DIFF_THRESHOLD
+        if abs(mean_b - mean_a) > _TONE_SHIFT:
+            a = _match_tone(a, b)
+            # clipping and colour casts leave residue after matching, so only strong motion counts
+            threshold += 0.5 * abs(mean_b - mean_a)
+        mask = np.abs(b - a) > threshold
         fractions.append(float(mask.mean()))
         counts += mask
         if mask.mean() >= _MOTION_NONE:
@@ -190,14 +202,33 @@ def dominant_colour(image: np.ndarray) -> str | None:
     return name if count >= _DOMINANT_SHARE * hue.size else None
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised grey correlation; flat pictures fall back to comparing their chromaticity."""
+def _ranks(values: np.ndarray) -> np.ndarray:
+    flat = values.ravel()
+    return np.searchsorted(np.sort(flat), flat).astype(np.float32)  # ties share a rank
+
+
+def only_light_changed(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same layout and hue, only brighter or darker (a lamp, exposure, even clipping): not a new shot.
+
+    Layout is compared by rank correlation, which any brightness curve leaves alone; hue only
+    where neither picture is blown out or black, since clipping changes colour by itself.
+    """
+    ta, tb = (thumbnail(_rgb(x)).astype(np.float32) for x in (a, b))
+    usable = (ta.max(axis=2) < 250) & (tb.max(axis=2) < 250) & (ta.sum(axis=2) > 30) & (tb.sum(axis=2) > 30)
+    if usable.mean() >= 0.2:
+        ca, cb = ta[usable].mean(axis=0), tb[usable].mean(axis=0)
+        if float(np.abs(ca / max(float(ca.sum()), 1.0) - cb / max(float(cb.sum()), 1.0)).max()) >= 0.05:
+            return False
     ga, gb = _grey_thumb(a), _grey_thumb(b)
-    if ga.std() > 2 and gb.std() > 2:
-        return float(((ga - ga.mean()) * (gb - gb.mean())).mean() / (ga.std() * gb.std()))
-    ca, cb = (thumbnail(_rgb(x)).reshape(-1, 3).astype(np.float32).mean(axis=0) for x in (a, b))
-    chroma_gap = np.abs(ca / max(float(ca.sum()), 1.0) - cb / max(float(cb.sum()), 1.0)).max()
-    return 1.0 if chroma_gap < 0.05 else 0.0
+    if ga.std() <= 2 or gb.std() <= 2:
+        return bool(ga.std() <= 2 and gb.std() <= 2)  # two flat pictures of one hue: only the light differs
+    unclipped = (ga > 5) & (ga < 250) & (gb > 5) & (gb < 250)
+    if unclipped.mean() >= 0.1:
+        ga, gb = ga[unclipped], gb[unclipped]
+    ra, rb = _ranks(ga), _ranks(gb)
+    if ra.std() == 0 or rb.std() == 0:
+        return False
+    return float(np.corrcoef(ra, rb)[0, 1]) >= _SAME_LAYOUT
 
 
 def find_cuts(images: Sequence[np.ndarray], times: Sequence[float]) -> list[int]:
@@ -206,7 +237,7 @@ def find_cuts(images: Sequence[np.ndarray], times: Sequence[float]) -> list[int]
     thumbs = [thumbnail(_rgb(im)) for im in images]
     cuts = []
     for i, (thumb, t) in enumerate(zip(thumbs, times, strict=True)):
-        if scorer.score(thumb, t).cut and _correlation(thumbs[i - 1], thumb) < _SAME_LAYOUT:
+        if scorer.score(thumb, t).cut and not only_light_changed(thumbs[i - 1], thumb):
             cuts.append(i)
     return cuts
 
@@ -220,15 +251,24 @@ def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
 
 
 def _boxes(rects: Sequence[Sequence[int]], shape: tuple[int, ...]) -> list[Box]:
+    """Pixel rectangles to fractions, left to right; a box centred inside a bigger one is the same thing."""
     h, w = shape[:2]
-    return sorted((Box(x / w, y / h, bw / w, bh / h) for x, y, bw, bh in rects), key=lambda b: b.x)
+    kept: list[Box] = []
+    for x, y, bw, bh in sorted(rects, key=lambda r: -int(r[2]) * int(r[3])):
+        left, top = max(0.0, float(x) / w), max(0.0, float(y) / h)  # HOG padding can reach past the edge
+        right, bottom = min(1.0, float(x + bw) / w), min(1.0, float(y + bh) / h)
+        box = Box(left, top, right - left, bottom - top)
+        cx, cy = box.centre
+        if not any(k.x <= cx <= k.x + k.w and k.y <= cy <= k.y + k.h for k in kept):
+            kept.append(box)
+    return sorted(kept, key=lambda b: b.x)
 
 
 @lru_cache(maxsize=1)
 def _face_detector() -> tuple[cv2.CascadeClassifier | None, str]:
     """The Haar frontal face cascade, or None and why (OpenCV 5 wheels no longer bundle it)."""
     folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder or "") / "haarcascade_frontalface_default.xml"
+    path = Path(folder or "") / "haarcascade_frontalface_alt2.xml"
     if not folder or not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
         return None, "no face detection: this OpenCV build ships no Haar cascades (use opencv-python-headless<5)"
     cascade = cv2.CascadeClassifier(str(path))
@@ -274,18 +314,18 @@ def detector_notes() -> list[str]:
 
 
 def detect_faces(image: np.ndarray) -> list[Box]:
-    """Frontal faces, left to right; at 400 px wide a face must be ~6% of the frame width to count."""
+    """Frontal faces, left to right; on the 400 px copy a face must be ~5% of the frame width to count."""
     cascade, _ = _face_detector()
     if cascade is None:
         return []
     grey = cv2.cvtColor(_fit_width(_rgb(image), _FACE_WIDTH), cv2.COLOR_RGB2GRAY)
     with _FACE_LOCK:
-        rects = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+        rects = cascade.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=3, minSize=(20, 20))
     return _boxes(list(rects), grey.shape)
 
 
 def detect_people(image: np.ndarray) -> list[Box]:
-    """Standing people, left to right; at 480 px wide a person must be ~half the frame height."""
+    """Whole standing people, left to right; on the 480 px copy one must be ~40% of the frame height."""
     hog, _ = _people_detector()
     if hog is None:
         return []
@@ -293,7 +333,7 @@ def detect_people(image: np.ndarray) -> list[Box]:
     if small.shape[0] < 128 or small.shape[1] < 64:
         return []
     with _PEOPLE_LOCK:
-        rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.1)
+        rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.15)
     kept = [r for r, w in zip(list(rects), np.ravel(weights), strict=True) if w >= _PEOPLE_MIN_WEIGHT]
     return _boxes(kept, small.shape)
 
@@ -362,9 +402,9 @@ def _places(boxes: Sequence[Box]) -> str:
     return " and ".join(found)
 
 
-def _motion_sentence(motion: Motion, seed: int) -> str:
+def _motion_sentences(motion: Motion, seed: int) -> list[str]:
     if motion.amount < _MOTION_NONE:
-        return _pick(("Nothing is moving.", "No movement.", "Nothing moves."), seed, "still")
+        return [_pick(("Nothing is moving.", "No movement.", "Nothing moves."), seed, "still")]
     where = _where(motion)
     if motion.amount < _MOTION_LITTLE:
         options = ("A little movement {w}.", "Something small is moving {w}.", "Slight movement {w}.")
@@ -372,11 +412,11 @@ def _motion_sentence(motion: Motion, seed: int) -> str:
         options = ("Some movement {w}.", "Something is moving {w}.", "Movement {w}.")
     else:
         options = ("Lots of movement {w}.", "A lot is moving {w}.", "Busy movement {w}.")
-    sentence = _pick(options, seed, "motion").format(w=where)
+    out = [_pick(options, seed, "motion").format(w=where)]
     if abs(motion.drift) >= _MIN_DRIFT:
         side = "right" if motion.drift > 0 else "left"
-        sentence += " " + _pick(("It is heading {s}.", "It drifts to the {s}."), seed, "drift").format(s=side)
-    return sentence
+        out.append(_pick(("It is heading {s}.", "It drifts to the {s}."), seed, "drift").format(s=side))
+    return out
 
 
 def _light_sentence(light: Light, seed: int) -> str | None:
@@ -435,7 +475,8 @@ def compose(obs: Observations, seed: int, trigger: str = "active") -> list[str]:
     moving = obs.motion.amount >= _MOTION_NONE
     if obs.motion.pairs and not (cut or moving or light_change) and obs.colour_before == obs.colour_after:
         still = ("Still the same scene; nothing is moving.", "Nothing has changed; nothing is moving.")
-        return [_pick(still, seed, "same"), *_detections_sentences(obs)]
+        level = _level_sentence(obs.light.after)
+        return [_pick(still, seed, "same"), *_detections_sentences(obs), *([level] if level else [])]
     sentences: list[str] = []
     if obs.cuts > 1:
         sentences.append(f"{_count(obs.cuts, 'scene cut', 'scene cuts')}.")
@@ -444,7 +485,7 @@ def compose(obs: Observations, seed: int, trigger: str = "active") -> list[str]:
     if light_change:
         sentences.append(light_change)
     if obs.motion.pairs:
-        sentences.append(_motion_sentence(obs.motion, seed))
+        sentences.extend(_motion_sentences(obs.motion, seed))
     elif obs.shot_frames == 1 and not cut:
         sentences.append("Just one frame so far; nothing to compare yet.")
     sentences.extend(_detections_sentences(obs))
@@ -457,17 +498,16 @@ def compose(obs: Observations, seed: int, trigger: str = "active") -> list[str]:
 
 
 def limit_words(sentences: Sequence[str], max_words: int) -> str:
-    """Whole sentences up to ``max_words`` words (a word ≈ a token); a too-long first one is cut short."""
+    """Whole sentences while they fit in ``max_words`` (a word ≈ a token); the first is always whole,
+    since half a sentence read aloud says less than a few words too many."""
     kept: list[str] = []
     used = 0
     for sentence in sentences:
-        words = sentence.split()
-        if used + len(words) > max_words:
-            if not kept:
-                kept.append(" ".join(words[: max(1, max_words)]))
+        words = len(sentence.split())
+        if kept and used + words > max_words:
             break
         kept.append(sentence)
-        used += len(words)
+        used += words
     return " ".join(kept)
 
 

@@ -63,6 +63,11 @@ class Source(ABC):
                 log.warning("source thread %s did not stop within %.1fs", self.kind, timeout)
 
     @property
+    def thread_id(self) -> int | None:
+        """The reader thread's OS id (for per-thread CPU accounting), once started."""
+        return self._thread.native_id if self._thread is not None else None
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

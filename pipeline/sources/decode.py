@@ -104,14 +104,14 @@ def decode_frames(
 
     ``paced`` plays at ``rate`` times the native rate against the wall clock (files); frames
     more than ``LATE_TOLERANCE`` (or two frames) late are dropped before colour conversion, so a
-    slow machine skips frames instead of falling further and further behind. Live streams are not paced: they arrive in
-    real time, and the newest frame is always the one handed on.
+    slow machine skips frames instead of falling further and further behind. Live streams are not
+    paced: they arrive in real time, and the newest frame is always the one handed on.
     """
     stats = stats or DecodeStats()
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    rate = float(stream.average_rate or stream.guessed_rate or 30)
-    frame_period = 1.0 / max(rate, 1.0)
+    fps = float(stream.average_rate or stream.guessed_rate or 30)
+    frame_period = 1.0 / max(fps, 1.0)
     index = 0
     offset = 0.0  # media time added per loop iteration
     first_pts: float | None = None

@@ -148,6 +148,7 @@ class MjpegParser:
         self._seen_delimiter = False
         self._state = _SEEK
         self._walk: _JpegWalk | None = None
+        self._walk_start = 0
         self._walk_failed = False
         self._search_from = 0
         self._pos = 0
@@ -352,60 +353,61 @@ class MjpegParser:
         self._state = _BODY
 
     def _step_body(self, out: list[bytes]) -> bool:
-        buf, delimiter = self._buf, self._delimiter
-        if self._content_length is not None:
-            end = self._body + self._content_length
+        """End the part by (1) a Content-Length that frames a whole JPEG, (2) the JPEG's own structure,
+        (3) a Content-Length followed by a boundary, or (4) the next boundary, in that order."""
+        buf, delimiter, body = self._buf, self._delimiter, self._body
+        length = self._content_length
+        end = body + length if length is not None else 0
+        if length is not None and len(buf) >= end and buf[body : body + 2] == SOI and buf[end - 2 : end] == EOI:
+            return self._finish(out, body, end, end, _SEEK)  # plainly a whole JPEG
+        if self._walk is None and not self._walk_failed:
+            start = body
+            while start < len(buf) and buf[start] in _WHITESPACE:  # CRLF noise before the picture
+                start += 1
+            if start + 2 > len(buf):
+                return False
+            if buf[start : start + 2] == SOI:
+                self._walk = _JpegWalk(start)
+                self._walk_start = start
+            else:
+                self._walk_failed = True
+        if self._walk is not None:
+            walk_end = self._walk.advance(buf)
+            if walk_end is not None and walk_end != _BAD:
+                return self._finish(out, self._walk_start, walk_end, walk_end, _SEEK)
+            if walk_end == _BAD:
+                self._walk = None
+                self._walk_failed = True
+        if length is not None:
             if len(buf) < end:
                 return False
-            if buf[self._body : self._body + 2] == SOI and buf[end - 2 : end] == EOI:
-                self._emit(out, buf[self._body : end])  # plainly a whole JPEG: no need to wait for a boundary
-                self._consume(end)
-                self._reset(_SEEK)
-                return True
             q = end
             while q < len(buf) and buf[q] in _WHITESPACE:
                 q += 1
             following = bytes(buf[q : q + len(delimiter)])
             if following == delimiter:
-                self._emit(out, buf[self._body : end])
-                self._consume(end)
-                self._reset(_SEEK)
-                return True
+                return self._finish(out, body, end, end, _SEEK)
             if len(following) < len(delimiter) and delimiter.startswith(following):
                 return False  # cannot tell yet
-            log.debug("mjpeg: Content-Length %d does not end at a boundary; searching", self._content_length)
+            log.debug("mjpeg: Content-Length %d does not end at a boundary; searching", length)
             self._content_length = None
-        # No (trustworthy) Content-Length: the JPEG structure or the next delimiter ends the part.
-        b = self._body
-        while b < len(buf) and buf[b] in _WHITESPACE:
-            b += 1
-        self._body = b
-        if b + 2 > len(buf):
-            return False
-        if self._walk is None and not self._walk_failed and buf[b : b + 2] == SOI:
-            self._walk = _JpegWalk(b)
-        if self._walk is not None:
-            end = self._walk.advance(buf)
-            if end is not None and end != _BAD:
-                self._emit(out, buf[b:end])
-                self._consume(end)
-                self._reset(_SEEK)
-                return True
-            if end == _BAD:
-                self._walk = None
-                self._walk_failed = True
-        p, confirmed = self._find_delimiter(max(self._search_from, b))
+        p, confirmed = self._find_delimiter(max(self._search_from, body))
         if not confirmed:
-            self._search_from = p if p >= 0 else max(b, len(buf) - len(delimiter))
+            self._search_from = p if p >= 0 else max(body, len(buf) - len(delimiter))
             return False
-        e = p
-        while e > b and buf[e - 1] == 0x2D:  # '-': a body line of "----token" for header "--token"
-            e -= 1
-        while e > b and buf[e - 1] in _WHITESPACE:
-            e -= 1
-        self._emit(out, buf[b:e])
-        self._consume(p)
-        self._reset(_DELIMITER)
+        start, stop = body, p
+        while stop > start and buf[stop - 1] == 0x2D:  # '-': a body line of "----token" for header "--token"
+            stop -= 1
+        while stop > start and buf[stop - 1] in _WHITESPACE:
+            stop -= 1
+        while start < stop and buf[start] in _WHITESPACE:
+            start += 1
+        return self._finish(out, start, stop, p, _DELIMITER)
+
+    def _finish(self, out: list[bytes], start: int, stop: int, consumed: int, state: int) -> bool:
+        self._emit(out, self._buf[start:stop])
+        self._consume(consumed)
+        self._reset(state)
         return True
 
 
