@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BAD_PRESETS = b"default: a\npresets:\n  a: {fps: 1}\n"
 
 
-def run_cli(*args: str, timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 120, cwd: Path = ROOT / "tests") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONLOOKER_")}
     return subprocess.run(
         [sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
@@ -153,3 +153,32 @@ def _profiles(directory: Path) -> Path:
     folder.mkdir()
     (folder / "bad.yaml").write_text("name: Bad\nsystem_prompt: ''\n")
     return folder
+
+
+def test_tiny_vlm_end_to_end_from_a_video_file(story_video, tmp_path):
+    """The transformers backend through the real CLI: Auto classes, chat template, streamer, events."""
+    from tiny_models import build_tiny_qwen2vl
+
+    model = build_tiny_qwen2vl(tmp_path / "tiny-qwen2vl")
+    events_file = tmp_path / "events.jsonl"
+    result = run_cli(
+        "--headless", "--source", str(story_video), "--model", str(model), "--device", "cpu",
+        "--preset", "sniper", "--events", str(events_file), timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "backend: transformers · tiny-qwen2vl on cpu (float32)" in result.stderr
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    starts = [e for e in events if e["type"] == "commentary_start"]
+    ends = {e["comment_id"]: e for e in events if e["type"] == "commentary_end"}
+    assert len(starts) >= 3 and {s["comment_id"] for s in starts} == set(ends)
+    assert any(s["trigger"] == "scene_cut" for s in starts)
+    assert all(s["frames"] >= 1 for s in starts)
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert any("model_ttft_ms" in m["stages"] for m in metrics)
+    assert not [e for e in events if e["type"] == "error"]
+
+
+def test_auto_falls_back_to_the_offline_narrator_when_the_model_cannot_load(short_video, tmp_path):
+    result = run_cli("--headless", "--source", str(short_video), "--model", str(tmp_path / "no-such-model"))
+    assert result.returncode == 0
+    assert "OpenCV narrator" in result.stderr and "could not load model" in result.stderr
