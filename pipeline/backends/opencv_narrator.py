@@ -381,13 +381,27 @@ def place(x: float | None, y: float | None) -> str:
 
 
 def _where(motion: Motion) -> str:
-    col = int(np.argmax(motion.columns)) if max(motion.columns) >= _DOMINANT_SHARE else None
-    row = int(np.argmax(motion.rows)) if max(motion.rows) >= _DOMINANT_SHARE else None
-    if col is None and abs(motion.drift) >= _MIN_DRIFT:
-        return {0: "along the top", 2: "along the bottom"}.get(row or 1, "across the picture")
-    if col is None and row is None and motion.amount >= _MOTION_LOTS and min(motion.columns) >= 0.15:
-        return "all over the picture"
-    return place(None if col is None else (col + 0.5) / 3, None if row is None else (row + 0.5) / 3)
+    """Where the change is: one third when it dominates, two neighbouring thirds, or spread out."""
+    cols, rows = motion.columns, motion.rows
+    col = None
+    if max(cols) >= _DOMINANT_SHARE:
+        col = ("left", "centre", "right")[int(np.argmax(cols))]
+    elif cols[0] + cols[1] >= 0.8:
+        col = "left of centre"
+    elif cols[1] + cols[2] >= 0.8:
+        col = "right of centre"
+    row = {0: "top", 2: "bottom"}.get(int(np.argmax(rows))) if max(rows) >= _DOMINANT_SHARE else None
+    if col is None:
+        if row:
+            return f"along the {row}" if abs(motion.drift) >= _MIN_DRIFT else f"near the {row}"
+        if abs(motion.drift) >= _MIN_DRIFT:
+            return "across the picture"
+        return "all over the picture" if motion.amount >= _MOTION_LOTS and min(cols) >= 0.15 else "in several places"
+    if col.endswith("of centre"):
+        return f"near the {row}, {col}" if row else col
+    if row:
+        return f"near the {row}" if col == "centre" else f"near the {row} {col}"
+    return "in the centre" if col == "centre" else f"on the {col}"
 
 
 def _count(n: int, one: str, many: str) -> str:

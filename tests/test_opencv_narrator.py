@@ -1,0 +1,353 @@
+"""The offline OpenCV narrator: measurements on synthetic frames, honest wording, streaming contract."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.backends import opencv_narrator as narrator
+from pipeline.backends.base import CommentRequest
+from pipeline.backends.opencv_narrator import (
+    Box,
+    OpenCVNarrator,
+    detect_faces,
+    detect_people,
+    find_cuts,
+    limit_words,
+    measure_motion,
+    observe,
+    place,
+)
+from pipeline.frames import Frame
+from pipeline.prompts import PromptParts
+
+W, H = 640, 360
+MOTION_CLAIM = re.compile(r"\b(left|right|centre|top|bottom|across|places|heading)\b|(little|some|lots of) movement")
+STILL = re.compile(r"nothing is moving|no movement|nothing moves", re.IGNORECASE)
+
+
+def backdrop(width: int = W, height: int = H) -> np.ndarray:
+    """A smooth two-way gradient: texture for correlation, nothing a face detector could mistake."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([40 + x * 160 // width, 40 + y * 160 // height, np.full_like(x, 100)], axis=-1).astype(np.uint8)
+
+
+def frames_of(images: list[np.ndarray], first_index: int = 100) -> list[Frame]:
+    return [Frame(im, i * 0.5, 1000.0 + i * 0.5, first_index + i, "test") for i, im in enumerate(images)]
+
+
+def request(images: list[np.ndarray], *, max_tokens: int = 60, trigger: str = "active", first_index: int = 100):
+    return CommentRequest(frames_of(images, first_index), PromptParts("sys", "user"), max_tokens, 0.7, trigger=trigger)
+
+
+def say(images: list[np.ndarray], **kwargs) -> str:
+    return "".join(OpenCVNarrator().stream(request(images, **kwargs)))
+
+
+def moving_block_left(count: int = 8) -> list[np.ndarray]:
+    """A white block sliding down inside the left third."""
+    out = []
+    for i in range(count):
+        im = backdrop()
+        cv2.rectangle(im, (30, 40 + i * 25), (150, 120 + i * 25), (255, 255, 255), -1)
+        out.append(im)
+    return out
+
+
+def moving_block_across(count: int = 8) -> list[np.ndarray]:
+    """A dark block crossing the picture left to right at mid height."""
+    out = []
+    for i in range(count):
+        im = backdrop()
+        x = 20 + i * 75
+        cv2.rectangle(im, (x, 140), (x + 60, 230), (10, 10, 10), -1)
+        out.append(im)
+    return out
+
+
+def scaled(image: np.ndarray, factor: float) -> np.ndarray:
+    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+def solid_scene(rgb: tuple[int, int, int]) -> np.ndarray:
+    im = np.empty((H, W, 3), np.uint8)
+    im[:] = rgb
+    cv2.circle(im, (W // 3, H // 2), 60, (255, 255, 255), -1)
+    return im
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def test_motion_in_left_third_is_measured_there():
+    motion = measure_motion(moving_block_left())
+    assert motion.pairs == 7
+    assert motion.amount > 0.0015
+    assert motion.columns[0] > 0.9
+
+
+def test_static_frames_measure_no_motion():
+    motion = measure_motion([backdrop()] * 6)
+    assert motion.amount == 0.0
+    assert motion.pairs == 5
+
+
+def test_a_light_change_is_not_motion():
+    dark = scaled(backdrop(), 0.35)
+    motion = measure_motion([dark, dark, backdrop(), backdrop()])
+    assert motion.amount < 0.0015
+
+
+def test_crossing_movement_drifts_right():
+    assert measure_motion(moving_block_across()).drift > 0.2
+    assert measure_motion(moving_block_across()[::-1]).drift < -0.2
+
+
+def test_hard_colour_cut_is_found_but_a_light_jump_is_not():
+    red, blue = solid_scene((200, 30, 30)), solid_scene((30, 30, 200))
+    assert find_cuts([red] * 4 + [blue] * 4, [i * 0.5 for i in range(8)]) == [4]
+    dim = scaled(backdrop(), 0.3)
+    assert find_cuts([dim] * 4 + [backdrop()] * 4, [i * 0.5 for i in range(8)]) == []
+
+
+def test_single_frame_and_odd_pixel_formats_are_accepted():
+    grey = cv2.cvtColor(backdrop(), cv2.COLOR_RGB2GRAY)
+    rgba = cv2.cvtColor(backdrop(), cv2.COLOR_RGB2RGBA)
+    obs = observe([grey, rgba], [0.0, 0.5])
+    assert obs.frame_count == 2
+    assert obs.motion.pairs == 1
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "words"),
+    [
+        (0.1, 0.5, "on the left"),
+        (0.5, 0.5, "in the centre"),
+        (0.9, 0.1, "near the top right"),
+        (0.5, 0.9, "near the bottom"),
+        (None, None, "in several places"),
+    ],
+)
+def test_place_words(x, y, words):
+    assert place(x, y) == words
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def test_motion_on_the_left_is_reported():
+    text = say(moving_block_left())
+    assert re.search(r"mov", text, re.IGNORECASE)
+    assert "left" in text
+    assert "right" not in text
+
+
+def test_crossing_movement_says_where_it_heads():
+    text = say(moving_block_across())
+    assert re.search(r"mov", text, re.IGNORECASE)
+    assert "right" in text
+
+
+def test_static_scene_says_nothing_moves_and_claims_no_motion():
+    text = say([backdrop()] * 8)
+    assert STILL.search(text)
+    assert not MOTION_CLAIM.search(text)
+    assert "cut" not in text.lower()
+
+
+@pytest.mark.parametrize(("before", "after", "word"), [(0.3, 1.0, "bright"), (1.0, 0.3, "dark"), (1.0, 0.65, "dark")])
+def test_brightness_change_is_reported_without_inventing_motion(before, after, word):
+    text = say([scaled(backdrop(), before)] * 4 + [scaled(backdrop(), after)] * 4)
+    assert word in text.lower()
+    assert not MOTION_CLAIM.search(text)
+    assert "cut" not in text.lower()
+
+
+def test_hard_cut_mid_window_is_said_first():
+    red, blue = solid_scene((200, 30, 30)), solid_scene((30, 30, 200))
+    text = say([red] * 4 + [blue] * 4)
+    first = text.split(".")[0].lower()
+    assert "cut" in first
+    assert "blue" in text  # the new shot is described, not the old one
+    assert not MOTION_CLAIM.search(text)
+
+
+def test_covered_camera_says_still_and_very_dark():
+    text = say([np.full((H, W, 3), 8, np.uint8)] * 5)
+    assert STILL.search(text)
+    assert "dark" in text.lower()
+
+
+def test_scene_cut_trigger_is_said_first_even_when_the_window_shows_none():
+    text = say([backdrop()] * 3, trigger="scene_cut")
+    assert "cut" in text.split(".")[0].lower()
+
+
+def test_colour_change_is_reported():
+    greenish = [solid_scene((30, 190, 40))] * 3
+    blueish = [solid_scene((30, 60, 200))] * 3
+    # a gradual fade has no single jump, so it is a colour change rather than a cut
+    fade = [cv2.addWeighted(greenish[0], 1 - a, blueish[0], a, 0) for a in np.linspace(0, 1, 8)]
+    text = say(fade)
+    assert "blue" in text
+
+
+def test_empty_window_says_no_picture():
+    req = request([])
+    assert "".join(OpenCVNarrator().stream(req)).strip() == "No picture yet."
+    assert "model_start" in req.timings
+
+
+def test_single_frame_makes_no_motion_claim():
+    text = say([backdrop()])
+    assert not MOTION_CLAIM.search(text)
+    assert not STILL.search(text)  # one frame cannot show stillness either
+
+
+# --------------------------------------------------------------------------- streaming contract
+
+
+def test_stream_yields_word_deltas_and_sets_timings():
+    req = request(moving_block_left())
+    deltas = list(OpenCVNarrator().stream(req))
+    assert len(deltas) > 1
+    assert all(d.endswith(" ") and d.strip() and " " not in d.strip() for d in deltas)
+    assert req.timings["model_start"] <= req.timings["model_first_token"] <= time.perf_counter()
+
+
+def test_cancel_after_first_delta_stops_the_stream():
+    req = request(moving_block_left())
+    stream = OpenCVNarrator().stream(req)
+    first = next(stream)
+    assert first.strip()
+    req.cancel.set()
+    assert list(stream) == []
+
+
+def test_cancel_before_start_yields_nothing():
+    req = request(moving_block_left())
+    req.cancel.set()
+    assert list(OpenCVNarrator().stream(req)) == []
+
+
+@pytest.mark.parametrize("max_tokens", [4, 6, 9, 12])
+def test_max_tokens_cuts_at_a_sentence_boundary(max_tokens):
+    red, blue = solid_scene((200, 30, 30)), solid_scene((30, 30, 200))
+    images = [red] * 3 + [blue] * 2 + [scaled(blue, 0.4)] * 3  # cut, then the light drops: several sentences
+    full = say(images)
+    first_sentence = full.split(".")[0] + "."
+    text = say(images, max_tokens=max_tokens)
+    words = text.split()
+    assert len(words) <= max(max_tokens, len(first_sentence.split()))
+    assert full.startswith(text)
+    assert text.startswith(first_sentence)
+    assert text.rstrip().endswith((".", "!", "?"))
+    assert len(words) < len(full.split())  # the cap did bite
+
+
+def test_output_is_deterministic_for_the_same_input():
+    images = moving_block_left()
+    assert say(images) == say(images)
+    assert say([backdrop()] * 4, first_index=7) == say([backdrop()] * 4, first_index=7)
+
+
+def test_wording_varies_with_the_frame_index_but_stays_honest():
+    texts = {say([backdrop()] * 4, first_index=i) for i in range(12)}
+    assert len(texts) > 1
+    assert all(STILL.search(t) for t in texts)
+
+
+@given(
+    st.lists(st.lists(st.sampled_from(["a", "bb", "ccc"]), min_size=1, max_size=6), max_size=6),
+    st.integers(1, 30),
+)
+def test_limit_words_keeps_whole_sentences_within_the_cap(sentence_words, cap):
+    sentences = [" ".join(words) + "." for words in sentence_words]
+    text = limit_words(sentences, cap)
+    assert " ".join(sentences).startswith(text)
+    if sentences:
+        assert text.startswith(sentences[0])  # never half a sentence
+        assert len(text.split()) <= max(cap, len(sentences[0].split()))
+        assert text.endswith(".")
+
+
+def test_backend_surface():
+    backend = OpenCVNarrator.from_settings(None)  # type: ignore[arg-type]  # settings are not used
+    assert backend.name == "opencv"
+    assert backend.capabilities.max_frames == 16
+    assert backend.capabilities.images and not backend.capabilities.video
+    assert backend.description.startswith("OpenCV narrator (offline, no model)")
+    backend.close()
+    backend.close()
+
+
+def test_one_call_on_eight_720p_frames_is_fast():
+    big = [cv2.resize(im, (1280, 720)) for im in moving_block_left()]
+    req = request(big)
+    narrator_ = OpenCVNarrator()
+    list(narrator_.stream(request(big)))  # warm the detectors
+    start = time.perf_counter()
+    list(narrator_.stream(req))
+    assert time.perf_counter() - start < 1.0  # ~50-80 ms on one core; loose so a busy CI box passes
+
+
+# --------------------------------------------------------------------------- faces and people
+
+
+def test_detectors_find_nothing_on_a_blank_picture():
+    blank = np.full((720, 1280, 3), 128, np.uint8)
+    assert detect_faces(blank) == []
+    assert detect_people(blank) == []
+
+
+def test_missing_detectors_degrade_honestly(monkeypatch):
+    monkeypatch.setattr(narrator, "_face_detector", lambda: (None, "no face detection: test build"))
+    monkeypatch.setattr(narrator, "_people_detector", lambda: (None, "no people detection: test build"))
+    backend = OpenCVNarrator()
+    assert "no face detection" in backend.description
+    assert "no people detection" in backend.description
+    obs = observe([backdrop()] * 2, [0.0, 0.5])
+    assert obs.faces is None and obs.people is None
+    assert detect_faces(backdrop()) == []
+    assert "face" not in say([backdrop()] * 2)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    """A real photo with one frontal face, shipped inside the scikit-image wheel (no download)."""
+    data = pytest.importorskip("skimage.data")
+    return data.astronaut()
+
+
+@pytest.mark.parametrize(("x0", "side"), [(0, "left"), (768, "right")])
+def test_a_real_face_is_found_and_placed(astronaut, x0, side):
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    canvas[104:616, x0 : x0 + 512] = astronaut
+    faces = detect_faces(canvas)
+    assert len(faces) == 1
+    cx, _ = faces[0].centre
+    assert (cx < 1 / 3) if side == "left" else (cx > 2 / 3)
+    text = say([canvas] * 3)
+    assert re.search(rf"One face, [^.]*\b{side}\b", text)
+    assert STILL.search(text)
+
+
+def test_people_detector_runs_on_a_real_photo(astronaut):
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    canvas[104:616, 384:896] = astronaut
+    for box in detect_people(canvas):  # a half-length portrait: count not asserted, only well-formed boxes
+        assert 0 <= box.x < box.x + box.w <= 1 and 0 <= box.y < box.y + box.h <= 1
+
+
+def test_face_boxes_are_fractions_of_the_picture(astronaut):
+    faces = detect_faces(astronaut)
+    assert len(faces) == 1
+    box = faces[0]
+    assert isinstance(box, Box)
+    assert 0 <= box.x < box.x + box.w <= 1 and 0 <= box.y < box.y + box.h <= 1
