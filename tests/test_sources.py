@@ -19,7 +19,8 @@ from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
 from pipeline.sources.resolve import UrlSource, open_source
-from pipeline.sources.stream import StreamSource, mask_credentials
+from pipeline.sources.stream import StreamSource
+from pipeline.sources.urls import mask_url
 from pipeline.sources.webcam import PushSource
 
 
@@ -158,7 +159,7 @@ def test_http_404_and_html_page(http_dir, monkeypatch: pytest.MonkeyPatch):
 
 def test_credentials_are_masked_everywhere():
     url = "rtsp://admin:s3cret@127.0.0.1:1/stream"
-    assert mask_credentials(url) == "rtsp://***@127.0.0.1:1/stream"
+    assert mask_url(url) == "rtsp://***@127.0.0.1:1/stream"
     source = StreamSource(url, timeout=2)
     assert "s3cret" not in source.display_name and "s3cret" not in source.source_id
     got = Collector().run(source)

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
+from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ MAX_BAD_PARTS = 50
 _WHITESPACE = b"\r\n \t"
 _DELIMITER_END = b"\r\n \t-"
 _BOUNDARY_RE = re.compile(r"""boundary\s*=\s*(?:"([^"]*)"|'([^']*)'|([^;,\s]+))""", re.IGNORECASE)
-_SECRET_QUERY_RE = re.compile(
-    r"(?i)(^|[&;])((?:user(?:name)?|login|pass(?:word)?|passwd|pwd|token|api_?key|key|auth|secret|sig(?:nature)?)=)"
-    r"[^&;]*"
-)
 
 # Parser states.
 _SEEK, _DELIMITER, _HEADERS, _BODY = range(4)
@@ -411,33 +408,11 @@ class MjpegParser:
         return True
 
 
-def mask_url(uri: str) -> str:
-    """The URL with user:password and secret-looking query values replaced by ``***``, fit for logs."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = _SECRET_QUERY_RE.sub(r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def _decode(payload: bytes) -> np.ndarray | None:
     image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.size == 0:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 class MjpegSource(Source):
@@ -500,35 +475,21 @@ class MjpegSource(Source):
                 self._check_response(response)
                 yield from self._read(response, stop)
         except httpx.InvalidURL as exc:
-            raise SourceError(f"{name} is not a valid URL: {self._scrub(str(exc))}") from exc
+            raise SourceError(f"{name} is not a valid URL: {scrub(str(exc), self.uri)}") from exc
         except httpx.HTTPError as exc:
             if stop.is_set():
                 return
-            raise SourceError(self._describe(exc)) from exc
+            raise SourceError(describe_http_error(exc, self.uri, self.connect_timeout, self.read_timeout)) from exc
         except OSError as exc:  # a socket error httpx did not wrap (e.g. after our own shutdown)
             if stop.is_set():
                 return
-            raise SourceError(f"connection to {name} failed: {self._scrub(str(exc))}") from exc
+            raise SourceError(f"connection to {name} failed: {scrub(str(exc), self.uri)}") from exc
 
     def _check_response(self, response: httpx.Response) -> None:
         name, status = self.display_name, response.status_code
-        if status == 401:
-            has_credentials = bool(response.request.url.username or response.request.url.password)
-            if has_credentials:
-                raise SourceError(
-                    f"HTTP 401 from {name}: the camera rejected the user name or password in the URL; check them"
-                )
-            raise SourceError(
-                f"HTTP 401 from {name}: the camera needs credentials; put them in the URL as http://user:pass@host/…"
-            )
-        if status == 403:
-            raise SourceError(f"HTTP 403 from {name}: access is forbidden; check the user's rights on the camera")
-        if status == 404:
-            raise SourceError(f"HTTP 404 from {name}: there is no stream at this path; check the URL's path")
-        if status >= 500:
-            raise SourceError(f"HTTP {status} from {name}: the camera or server failed; try again or restart it")
         if not 200 <= status < 300:
-            raise SourceError(f"HTTP {status} from {name}: expected 200 with an MJPEG stream")
+            url = response.request.url
+            raise SourceError(describe_http_status(status, self.uri, bool(url.username or url.password)))
         content_type = response.headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
         if media.startswith("multipart/"):
@@ -594,44 +555,3 @@ class MjpegSource(Source):
         finally:
             with self._sock_lock:
                 self._sock = None
-
-    def _describe(self, exc: httpx.HTTPError) -> str:
-        name = self.display_name
-        chain = list(_exception_chain(exc))
-        if isinstance(exc, httpx.UnsupportedProtocol):
-            return f"{name} is not an http:// or https:// URL, which an MJPEG source needs"
-        if isinstance(exc, httpx.ConnectTimeout):
-            return (
-                f"cannot connect to {name}: no answer within {self.connect_timeout:g} s"
-                " — is the camera on and reachable from this machine?"
-            )
-        if isinstance(exc, httpx.ReadTimeout):
-            return f"{name} sent nothing for {self.read_timeout:g} s — the camera stopped streaming"
-        if isinstance(exc, httpx.ConnectError):
-            if any(isinstance(e, ConnectionRefusedError) for e in chain):
-                return f"cannot connect to {name}: connection refused — is the camera on and the address right?"
-            if any(isinstance(e, socket.gaierror) for e in chain):
-                host = urlsplit(self.uri).hostname or "?"
-                return f"cannot connect to {name}: the host name {host!r} does not resolve — check the address"
-            return f"cannot connect to {name}: {self._scrub(str(exc)) or type(exc).__name__}"
-        if isinstance(exc, httpx.TooManyRedirects):
-            return f"{name} redirects too many times; use the final stream address"
-        if isinstance(exc, httpx.TimeoutException):
-            return f"timed out talking to {name}: {self._scrub(str(exc)) or type(exc).__name__}"
-        if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
-            return f"the connection to {name} broke off: {self._scrub(str(exc)) or type(exc).__name__}"
-        return f"HTTP error from {name}: {self._scrub(str(exc)) or type(exc).__name__}"
-
-    def _scrub(self, text: str) -> str:
-        """Remove the URL's credentials from text that came from a library (exception messages)."""
-        text = text.replace(self.uri, self.display_name)
-        try:
-            parts = urlsplit(self.uri)
-        except ValueError:
-            return text
-        secrets = [parts.password, parts.username]
-        secrets += [m.group(0).split("=", 1)[1] for m in _SECRET_QUERY_RE.finditer(parts.query)]
-        for secret in secrets:
-            if secret and len(secret) > 1:
-                text = text.replace(secret, "***").replace(unquote(secret), "***")
-        return text

@@ -17,49 +17,24 @@ from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
-from pipeline.sources.stream import STREAM_SCHEMES, StreamSource, mask_credentials
+from pipeline.sources.stream import STREAM_SCHEMES, StreamSource
+from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url
 
 PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
 
 
-def describe_http_error(exc: httpx.HTTPError, display: str) -> str:
-    """One line for connection-level failures, saying what to check."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError):
-        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
-            return f"{display}: cannot resolve the host name; check the spelling of the address"
-        if "refused" in text.lower():
-            return f"{display}: connection refused; is the camera or server running and the port right?"
-        return f"{display}: cannot connect ({text}); check the address and your network"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{display}: timed out; check the address and that the stream is live"
-    return f"{display}: HTTP failure ({text})"
-
-
-def describe_http_status(status: int, display: str) -> str:
-    """One line for an HTTP error status, with the usual fix."""
-    if status == 401:
-        return f"{display}: HTTP 401, the camera needs credentials; put them in the URL as http://user:pass@host/…"
-    if status == 403:
-        return f"{display}: HTTP 403 forbidden; the credentials are wrong or this address is not allowed"
-    if status == 404:
-        return f"{display}: HTTP 404 not found; check the stream path"
-    return f"{display}: HTTP {status} from the server; check the URL"
-
-
 def sniff_http(url: str, timeout: float = 10.0) -> str:
     """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers."""
-    display = mask_credentials(url)
     host = (urlsplit(url).hostname or "").lower()
     if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
         return "page"
     try:
         with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             if response.status_code >= 400:
-                raise SourceError(describe_http_status(response.status_code, display))
+                raise SourceError(describe_http_status(response.status_code, url, bool(response.request.url.username)))
             content_type = response.headers.get("content-type", "").lower()
     except httpx.HTTPError as exc:
-        raise SourceError(describe_http_error(exc, display)) from None
+        raise SourceError(describe_http_error(exc, url, timeout, timeout)) from None
     if content_type.startswith("multipart/x-mixed-replace"):
         return "mjpeg"
     if content_type.startswith(("text/html", "application/xhtml")):
@@ -69,7 +44,7 @@ def sniff_http(url: str, timeout: float = 10.0) -> str:
 
 def resolve_page(url: str) -> str:
     """The direct media URL behind a web page, via yt-dlp; a clear error when that cannot work."""
-    display = mask_credentials(url)
+    display = mask_url(url)
     try:
         import yt_dlp
     except ImportError:
@@ -96,12 +71,12 @@ class UrlSource(Source):
     kind = "url"
 
     def __init__(self, url: str, source_id: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(url, source_id or mask_credentials(url))
+        super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
 
     @property
     def display_name(self) -> str:
-        return mask_credentials(self.uri)
+        return mask_url(self.uri)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         from pipeline.sources.mjpeg import MjpegSource
@@ -131,7 +106,7 @@ def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0) -> Sourc
         return StreamSource(text, timeout=timeout)
     if scheme and len(scheme) > 1:  # one letter is a Windows drive (C:\...)
         raise SourceError(
-            f"{mask_credentials(text)}: unsupported scheme '{scheme}://'; use a file path, http(s)://, "
+            f"{mask_url(text)}: unsupported scheme '{scheme}://'; use a file path, http(s)://, "
             "rtsp://, rtmp://, srt:// or udp://"
         )
     return FileSource(text, loop=loop)

@@ -9,18 +9,10 @@ from urllib.parse import urlsplit
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.decode import DecodeStats, decode_frames, open_video
+from pipeline.sources.urls import mask_url
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp")
 STREAM_SCHEMES = (*LIVE_SCHEMES, "http", "https")
-
-
-def mask_credentials(url: str) -> str:
-    """The URL with any ``user:pass@`` replaced, so it can be shown and logged."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def ffmpeg_options(url: str, rtsp_transport: str = "tcp") -> dict[str, str]:
@@ -43,14 +35,14 @@ class StreamSource(Source):
     def __init__(
         self, url: str, source_id: str | None = None, timeout: float = 10.0, rtsp_transport: str = "tcp"
     ) -> None:
-        super().__init__(url, source_id or mask_credentials(url))
+        super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
         self.rtsp_transport = rtsp_transport
         self.stats = DecodeStats()
 
     @property
     def display_name(self) -> str:
-        return mask_credentials(self.uri)
+        return mask_url(self.uri)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         options = ffmpeg_options(self.uri, self.rtsp_transport)
