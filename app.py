@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.headless import run_headless
 
             return run_headless(settings)
-        raise OnlookerError("the web UI is not available in this version yet; run with --headless --source PATH_OR_URL")
+        from webui.app import launch
+
+        return launch(settings)
     except OnlookerError as exc:
         for line in str(exc).splitlines() or ["unknown error"]:
             print(f"onlooker: error: {line}", file=sys.stderr)

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     stride: int | None = Field(None, ge=1, le=32, description="override the preset's frame stride")
     max_tokens: int | None = Field(None, ge=4, le=1024, description="override the preset's token cap")
     token_timeout: float = Field(60.0, gt=0, description="seconds to wait for the next token before failing")
+    host: str = Field("127.0.0.1", description="web UI: address to listen on (0.0.0.0 for the whole network)")
+    port: int = Field(7860, ge=1, le=65535, description="web UI: port to listen on")
+    share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
+    auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
+    live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
+    tts: str = Field("espeak", pattern=r"^(espeak|none)$", description="speech engine: espeak or none")
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
 

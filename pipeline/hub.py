@@ -93,6 +93,17 @@ class FrameHub:
             self.ended = True
             self._cond.notify_all()
 
+    def next_frame(self, after: int | None, timeout: float) -> Frame | None:
+        """The latest frame once its index differs from ``after`` (None: any frame); None on timeout or end."""
+
+        def newer() -> bool:
+            return (self.latest is not None and self.latest.index != after) or self.ended
+
+        with self._cond:
+            self._cond.wait_for(newer, timeout)
+            frame = self.latest
+        return frame if frame is not None and frame.index != after else None
+
     def wait(self, timeout: float) -> None:
         """Block until a new frame or the end arrives, or ``timeout`` passes."""
         with self._cond:

@@ -1,0 +1,1 @@
+"""Speech: text-to-speech engines that turn finished comments into audio."""

@@ -1,0 +1,1 @@
+"""The Gradio web UI: thin wiring over importable, unit-tested handlers."""

@@ -1,0 +1,208 @@
+"""The Blocks layout and its wiring; all logic lives in ``webui.handlers`` and ``webui.sessions``."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable
+from ipaddress import ip_address
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-safe: no telemetry calls home
+
+import gradio as gr
+from fastapi import HTTPException
+from fastapi.responses import StreamingResponse
+
+from pipeline.backends.base import Choice, check_backend_name, create_backend
+from pipeline.config import Settings, load_presets, pick
+from pipeline.prompts import load_profiles
+from webui import handlers
+from webui.live import BOUNDARY
+from webui.sessions import MODES, SessionManager
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.live-view { width: 100%; border-radius: 8px; background: #111; }
+.live-idle { height: 240px; display: flex; align-items: center; justify-content: center;
+             border: 1px dashed #888; border-radius: 8px; color: #888; }
+.status-strip { display: flex; flex-wrap: wrap; gap: 6px; font-size: 0.85em; }
+.status-strip .pill { padding: 2px 8px; border-radius: 999px; background: rgba(127,127,127,0.15); }
+.banner { border-left: 4px solid #e8a317; padding: 6px 12px; }
+"""
+# System fonts only: the default theme would fetch web fonts from a CDN, which breaks offline use.
+THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+def fallback_banner(choice: Choice) -> str:
+    if not choice.fallback:
+        return ""
+    return (
+        f"**Offline narrator.** {choice.reason}. It describes motion, cuts, light, faces and people without a model. "
+        "For real commentary start with `--model Qwen/Qwen2-VL-2B-Instruct` (any image-text-to-text model, on a GPU "
+        "for speed); see the README."
+    )
+
+
+def build_demo(manager: SessionManager) -> gr.Blocks:
+    """Every component and event; handlers get the tab's session hash as their key."""
+    settings = manager.settings
+    profiles = sorted(manager.profiles)
+    presets = sorted(manager.presets.presets)
+
+    def keyed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Adapter: Gradio calls (inputs..., request); handlers take (manager, tab key, inputs...).
+
+        Gradio passes the request to a positional parameter whose type hint is ``gr.Request``, so
+        the wrapper advertises the handler's inputs plus such a parameter (signature and hints).
+        """
+        inputs = list(inspect.signature(fn).parameters.values())[2:]
+        if inspect.isgeneratorfunction(fn):
+
+            def call(*args: Any) -> Any:
+                yield from fn(manager, args[-1].session_hash, *args[:-1])
+        else:
+
+            def call(*args: Any) -> Any:
+                return fn(manager, args[-1].session_hash, *args[:-1])
+
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        call.__signature__ = inspect.Signature(
+            [*(p.replace(annotation=inspect.Parameter.empty) for p in inputs), request]
+        )  # type: ignore[attr-defined]
+        call.__annotations__ = {"request": gr.Request}
+        call.__name__ = fn.__name__
+        return call
+
+    with gr.Blocks(title="Onlooker") as demo:
+        gr.Markdown("# Onlooker\nLive video in, live commentary out.")
+        banner = fallback_banner(manager.choice)
+        gr.Markdown(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
+        with gr.Row():
+            with gr.Column(scale=3):
+                mode = gr.Radio(list(MODES), value="Upload", label="Source", elem_id="source-mode")
+                webcam = gr.Image(
+                    sources=["webcam"], streaming=True, type="numpy", label="Webcam", visible=False, elem_id="webcam"
+                )
+                upload = gr.File(label="Video file", file_types=["video"], type="filepath", elem_id="upload")
+                url = gr.Textbox(
+                    label="Stream URL",
+                    placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",
+                    visible=False,
+                    elem_id="url",
+                )
+                with gr.Row():
+                    start = gr.Button("Start", variant="primary", elem_id="start")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                live = gr.HTML(handlers.IDLE_LIVE, elem_id="live")
+                status = gr.HTML(handlers.status_html(manager, ""), elem_id="status")
+            with gr.Column(scale=2):
+                chatbot = gr.Chatbot(label="Commentary", height=420, elem_id="chat")
+                audio = gr.Audio(
+                    label="Spoken commentary", streaming=True, autoplay=True, interactive=False, elem_id="speech"
+                )
+                instruction = gr.Textbox(
+                    label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
+                )
+                with gr.Row():
+                    profile = gr.Dropdown(
+                        profiles, value=settings.profile.strip().lower(), label="Profile", elem_id="profile"
+                    )
+                    preset = gr.Dropdown(
+                        presets,
+                        value=(settings.preset or manager.presets.default).lower(),
+                        label="Preset",
+                        elem_id="preset",
+                    )
+                gr.Markdown(f"Backend: **{manager.choice.backend.description}**", elem_id="backend")
+
+        def show_inputs(choice: str) -> tuple[dict, dict, dict]:
+            return (
+                gr.update(visible=choice == "Webcam"),
+                gr.update(visible=choice == "Upload"),
+                gr.update(visible=choice == "URL"),
+            )
+
+        mode.change(show_inputs, mode, [webcam, upload, url], queue=False)
+        started = start.click(
+            keyed(handlers.start),
+            [mode, upload, url, profile, preset],
+            [live, status, chatbot],
+            concurrency_limit=None,
+        )
+        chat_stream = started.success(keyed(handlers.commentary), None, chatbot, concurrency_limit=None)
+        speech_stream = started.success(keyed(handlers.speech), None, audio, concurrency_limit=None)
+        stop.click(keyed(handlers.stop), None, [live, status], cancels=[chat_stream, speech_stream])
+        webcam.stream(
+            keyed(handlers.webcam_frame), webcam, None, stream_every=0.1, concurrency_limit=None, time_limit=None
+        )
+        profile.change(keyed(handlers.change_profile), profile, None)
+        preset.change(keyed(handlers.change_preset), preset, None)
+        instruction.submit(keyed(handlers.instruct), instruction, instruction)
+        gr.Timer(1.0).tick(keyed(lambda m, key: handlers.status_html(m, key)), None, status, concurrency_limit=None)
+
+        demo.unload(keyed(handlers.close_tab))
+    return demo
+
+
+def add_live_route(demo: gr.Blocks, manager: SessionManager) -> None:
+    """Serve each viewer's MJPEG live view at an unguessable per-viewer URL."""
+
+    def live(token: str) -> StreamingResponse:
+        viewer = manager.by_token(token)
+        if viewer is None:
+            raise HTTPException(status_code=404, detail="no such live view (stopped, or the tab was closed)")
+        return StreamingResponse(viewer.live.parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+
+    demo.app.add_api_route("/onlooker/live/{token}.mjpg", live, methods=["GET"])
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def launch(settings: Settings) -> int:
+    """Load presets, profiles and the backend, then serve the UI until Ctrl-C."""
+    check_backend_name(settings.backend)
+    presets = load_presets(settings.presets_file)
+    profiles = load_profiles(settings.profiles_dir)
+    pick(settings.profile, profiles, "profile", "--profile / ONLOOKER_PROFILE")
+    settings.tuning(presets)
+    choice = create_backend(settings)
+    print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr)
+    exposed = settings.share or not is_loopback(settings.host)
+    if exposed and not settings.auth:
+        print(
+            "· WARNING: the app is reachable by others (--share or a non-loopback --host) and has no login; "
+            "anyone with the link can watch your camera and use your GPU. Add --auth user:password.",
+            file=sys.stderr,
+        )
+    manager = SessionManager(settings, choice, presets, profiles)
+    demo = build_demo(manager)
+    auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
+    try:
+        demo.queue(default_concurrency_limit=8).launch(
+            server_name=settings.host,
+            server_port=settings.port,
+            share=settings.share,
+            auth=auth,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            theme=THEME,
+            css=CSS,
+            show_error=True,
+        )
+        add_live_route(demo, manager)
+        demo.block_thread()
+    finally:
+        manager.close_all()
+        choice.backend.close()
+    return 0

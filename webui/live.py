@@ -1,0 +1,120 @@
+"""The live picture as an MJPEG stream, at the source's native rate, optionally delayed for sync.
+
+A plain ``gr.Image`` output cannot keep up with 25-30 FPS, so each viewer gets an MJPEG endpoint
+(an ``<img>`` in the page) fed by an encoder thread. With sync on, frames are held back by the
+measured commentary latency (an exponential moving average), so words and picture line up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.hub import FrameHub
+
+BOUNDARY = "onlookerframe"
+MAX_DELAY = 5.0  # seconds of JPEGs kept for sync; more would hide a slow model behind a stale picture
+EMA_WEIGHT = 0.3
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 80, max_side: int = 1280) -> bytes:
+    """RGB → JPEG bytes, downscaled so a 4K source does not flood the browser."""
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+class LiveView:
+    """Encodes the hub's newest frames in its own thread and serves them as MJPEG parts."""
+
+    def __init__(self, hub: FrameHub, sync: bool = True) -> None:
+        self.hub = hub
+        self.sync = sync
+        self.latency = 0.0  # EMA of commentary latency in seconds
+        self._jpegs: deque[tuple[float, bytes]] = deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._shown: deque[float] = deque(maxlen=90)
+        self._thread = threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True)
+        self._thread.start()
+
+    @property
+    def delay(self) -> float:
+        return min(self.latency, MAX_DELAY) if self.sync else 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        """Feed one measured frame-to-first-word latency into the moving average."""
+        if seconds > 0:
+            self.latency = seconds if self.latency == 0 else (1 - EMA_WEIGHT) * self.latency + EMA_WEIGHT * seconds
+
+    def display_fps(self) -> float:
+        """Frames per second sent to the browser over the last few seconds."""
+        with self._cond:
+            shown = list(self._shown)
+        if len(shown) < 2 or time.monotonic() - shown[-1] > 2:
+            return 0.0
+        return (len(shown) - 1) / max(shown[-1] - shown[0], 1e-6)
+
+    def _encode_loop(self) -> None:
+        after: int | None = None
+        while not self._stop.is_set():
+            frame = self.hub.next_frame(after, timeout=0.25)
+            if frame is None:
+                continue
+            after = frame.index
+            jpeg = encode_jpeg(frame.image)
+            with self._cond:
+                self._jpegs.append((frame.wall_time, jpeg))
+                while self._jpegs and self._jpegs[0][0] < frame.wall_time - MAX_DELAY - 1:
+                    self._jpegs.popleft()
+                self._cond.notify_all()
+
+    def _next_due(self, after_wall: float) -> tuple[float, bytes] | None:
+        """The newest JPEG newer than ``after_wall`` that is due at the current delay, waiting a little."""
+        deadline = time.monotonic() + 0.5
+        with self._cond:
+            while not self._stop.is_set():
+                due_by = time.time() - self.delay
+                due = [item for item in self._jpegs if after_wall < item[0] <= due_by]
+                if due:
+                    return due[-1]
+                pending = [item[0] for item in self._jpegs if item[0] > after_wall]
+                wait = min(pending) - due_by if pending else 0.25
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(max(wait, 0.005), remaining))
+        return None
+
+    def parts(self) -> Iterator[bytes]:
+        """multipart/x-mixed-replace body: one JPEG part per frame until the view closes."""
+        after = 0.0
+        while not self._stop.is_set():
+            item = self._next_due(after)
+            if item is None:
+                continue
+            after, jpeg = item
+            with self._cond:
+                self._shown.append(time.monotonic())
+            yield (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                + jpeg
+                + b"\r\n"
+            )
+
+    def close(self) -> None:
+        """Stop the encoder and end every open stream."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(5)
