@@ -109,6 +109,12 @@ class Commentator:
             with self._lock:
                 self._instructions.append(text)
 
+    @property
+    def instructions(self) -> list[str]:
+        """The live instructions currently merged into prompts, oldest first."""
+        with self._lock:
+            return list(self._instructions)
+
     def clear_instructions(self) -> None:
         with self._lock:
             self._instructions.clear()
