@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Onlooker needs on a fresh machine: Debian packages (when apt-get is there) and the
-# Python requirements into the active Python. `--dev` adds the test tools. Safe to re-run: it only
-# installs what is missing.
+# Python requirements into the active Python. `--dev` adds the test tools and Chromium (for the
+# browser tests). Safe to re-run: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +9,9 @@ PYTHON=${PYTHON:-python3}
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
-debs=(ffmpeg)
+debs=(ffmpeg espeak-ng)
+# The browser tests drive the system Chromium (Playwright never downloads its own).
+((dev)) && debs+=(chromium)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

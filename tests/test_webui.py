@@ -24,16 +24,15 @@ from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import load_profiles
 from webui import handlers
+from webui.app import PIPELINE_THREAD_PREFIXES
 from webui.chat import MAX_MESSAGES, ChatLog
 from webui.live import BOUNDARY, LiveView
 from webui.sessions import SessionManager, SourceRequest
 from webui.status import StatusSnapshot, render_status
 
-PIPELINE_THREADS = ("commentator", "source-", "live-encoder", "viewer-monitor")
-
 
 def pipeline_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREADS)]
+    return [t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREAD_PREFIXES)]
 
 
 # --- chat log --------------------------------------------------------------------------------------

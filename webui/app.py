@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from ipaddress import ip_address
 from typing import Any
@@ -148,8 +149,11 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
     return demo
 
 
-def add_live_route(demo: gr.Blocks, manager: SessionManager) -> None:
-    """Serve each viewer's MJPEG live view at an unguessable per-viewer URL."""
+PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-encoder", "viewer-monitor", "onlooker-")
+
+
+def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
+    """Each viewer's MJPEG live view (at an unguessable per-viewer URL) and a health summary."""
 
     def live(token: str) -> StreamingResponse:
         viewer = manager.by_token(token)
@@ -157,7 +161,13 @@ def add_live_route(demo: gr.Blocks, manager: SessionManager) -> None:
             raise HTTPException(status_code=404, detail="no such live view (stopped, or the tab was closed)")
         return StreamingResponse(viewer.live.parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
+    def health() -> dict[str, Any]:
+        """Sessions and pipeline threads alive now: for monitoring, and for tests that check teardown."""
+        threads = sorted(t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREAD_PREFIXES))
+        return {"sessions": manager.active_count(), "threads": threads, "backend": manager.choice.backend.description}
+
     demo.app.add_api_route("/onlooker/live/{token}.mjpg", live, methods=["GET"])
+    demo.app.add_api_route("/onlooker/health", health, methods=["GET"])
 
 
 def is_loopback(host: str) -> bool:
@@ -200,7 +210,7 @@ def launch(settings: Settings) -> int:
             css=CSS,
             show_error=True,
         )
-        add_live_route(demo, manager)
+        add_routes(demo, manager)
         demo.block_thread()
     finally:
         manager.close_all()
