@@ -70,3 +70,12 @@ def test_instruction_needs_a_session_and_reaches_it(app_url, story_video):
     client.predict("owl", api_name="/change_preset")
     client.predict(api_name="/stop")
     assert health(app_url)["sessions"] == 0
+
+
+def test_auto_backend_falls_back_with_a_banner_and_exposed_without_login_warns():
+    server = AppServer(args=["--tts", "none", "--host", "0.0.0.0"])
+    with server as url:
+        config = httpx.get(f"{url}/config", timeout=10).text
+    assert "Offline narrator" in config and "--model" in config
+    _, stderr = server.output()
+    assert "WARNING: the app is reachable by others" in stderr and "--auth" in stderr
