@@ -208,6 +208,15 @@ def test_live_changes_reach_the_running_session(manager, story_video):
         handlers.change_profile(manager, "tab", "pirate")
 
 
+def test_sync_toggle_applies_now_and_to_the_next_start(manager, story_video):
+    viewer = manager.start("tab", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
+    assert viewer.live.sync is True
+    handlers.set_sync(manager, "tab", False)
+    assert viewer.live.sync is False and viewer.live.delay == 0.0
+    again = manager.start("tab", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
+    assert again.live.sync is False
+
+
 def test_instruction_without_a_session_is_kept_in_the_box(manager):
     assert handlers.instruct(manager, "nobody", "look left") == "look left"
 

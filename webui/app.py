@@ -99,6 +99,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                     start = gr.Button("Start", variant="primary", elem_id="start")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 live = gr.HTML(handlers.IDLE_LIVE, elem_id="live")
+                sync = gr.Checkbox(
+                    value=settings.live_sync, label="Delay the picture to match the commentary", elem_id="sync"
+                )
                 status = gr.HTML(handlers.status_html(manager, ""), elem_id="status")
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="Commentary", height=420, elem_id="chat")
@@ -140,6 +143,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         webcam.stream(
             keyed(handlers.webcam_frame), webcam, None, stream_every=0.1, concurrency_limit=None, time_limit=None
         )
+        sync.change(keyed(handlers.set_sync), sync, None, queue=False)
         profile.change(keyed(handlers.change_profile), profile, None)
         preset.change(keyed(handlers.change_preset), preset, None)
         instruction.submit(keyed(handlers.instruct), instruction, instruction)

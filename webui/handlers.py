@@ -51,7 +51,7 @@ def stop(manager: SessionManager, key: str) -> tuple[str, str]:
 
 def close_tab(manager: SessionManager, key: str) -> None:
     """The tab went away: tear its pipeline down (threads, subprocesses, memory)."""
-    manager.stop(key)
+    manager.forget(key)
 
 
 def commentary(manager: SessionManager, key: str) -> Iterator[list[dict[str, Any]]]:
@@ -102,6 +102,11 @@ def change_preset(manager: SessionManager, key: str, name: str) -> None:
         manager.set_preset(key, name)
     except OnlookerError as exc:
         raise gr.Error(str(exc)) from None
+
+
+def set_sync(manager: SessionManager, key: str, on: bool) -> None:
+    """Switch the live picture's delay-for-sync on or off for this tab (now and for later starts)."""
+    manager.set_sync(key, bool(on))
 
 
 def instruct(manager: SessionManager, key: str, text: str) -> str:

@@ -132,14 +132,15 @@ class SessionManager:
         self.profiles = profiles
         self.speech_engine = EspeakEngine() if settings.tts == "espeak" else None
         self._viewers: dict[str, Viewer] = {}
+        self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
         self._lock = threading.Lock()
 
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
         """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
+        chosen = pick(profile, self.profiles, "profile", "profile")
         source = make_source(request)
-        viewer = Viewer(
-            self.choice, pick(profile, self.profiles, "profile", "profile"), self.presets, preset, self.settings
-        )
+        viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings)
+        viewer.live.sync = self._sync.get(key, self.settings.live_sync)
         self.stop(key)
         with self._lock:
             self._viewers[key] = viewer
@@ -163,6 +164,11 @@ class SessionManager:
         viewer.close()
         return True
 
+    def forget(self, key: str) -> None:
+        """The tab is gone for good: stop its pipeline and drop its preferences."""
+        self.stop(key)
+        self._sync.pop(key, None)
+
     def set_profile(self, key: str, name: str) -> None:
         viewer = self.get(key)
         if viewer is not None:
@@ -172,6 +178,13 @@ class SessionManager:
         viewer = self.get(key)
         if viewer is not None:
             viewer.session.commentator.set_tuning(pick(name, self.presets.presets, "preset", "preset"))
+
+    def set_sync(self, key: str, on: bool) -> None:
+        """Delay this tab's live picture by the commentary latency (on) or show frames at once (off)."""
+        self._sync[key] = on
+        viewer = self.get(key)
+        if viewer is not None:
+            viewer.live.sync = on
 
     def instruct(self, key: str, text: str) -> bool:
         viewer = self.get(key)
