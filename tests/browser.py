@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import psutil
-from media import Segment, render_frames
+from media import Segment, write_video
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Playwright, Request, WebSocket
@@ -91,42 +90,13 @@ def make_fake_camera_clip(path: Path, seconds: float = 6, size: tuple[int, int] 
     showed; Chromium loops the file, so the cut recurs every ``seconds``. Y4M is raw, so the file
     is big (640x360 at 15 fps: about 5 MB a second); keep clips short.
     """
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("ffmpeg is not installed; run the project's set-up (scripts/setup.sh --dev)")
     if path.suffix != ".y4m":
         raise ValueError(f"this writes a Y4M clip; name it *.y4m, not {path.name!r}")
     width, height = size
     half = seconds / 2
     segments = [Segment(half, 0, moving=True), Segment(seconds - half, 1, moving=True)]
-    cmd = [
-        ffmpeg,
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{width}x{height}",
-        "-r",
-        str(fps),
-        "-i",
-        "-",
-        # 4:2:0 with the default chroma siting gives a "C420jpeg" header, which Chromium accepts.
-        "-pix_fmt",
-        "yuv420p",
-        str(path),
-    ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-    assert proc.stdin is not None
-    for frame in render_frames(segments, fps, width, height):
-        proc.stdin.write(frame.tobytes())
-    proc.stdin.close()
-    if proc.wait(timeout=120) != 0:
-        raise RuntimeError(f"ffmpeg failed writing {path}")
-    return path
+    # Plain yuv420p Y4M: its "C420jpeg" header is one Chromium accepts (4:4:4 silently gives no camera).
+    return write_video(path, segments, fps=fps, width=width, height=height)
 
 
 def launch_browser(playwright: Playwright, fake_camera: Path | None = None) -> Browser:
