@@ -6,15 +6,26 @@ from pipeline.backends.base import Backend
 from pipeline.commentator import Commentator
 from pipeline.config import Tuning
 from pipeline.events import ErrorEvent, EventBus, SourceStatus
+from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile
 from pipeline.sources.base import Source
+from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 
 
 class Session:
     """Owns every thread it starts; ``stop`` ends them all. The backend is shared, not owned."""
 
-    def __init__(self, backend: Backend, profile: Profile, tuning: Tuning, instructions: str = "") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        profile: Profile,
+        tuning: Tuning,
+        instructions: str = "",
+        stall_after: float = STALL_AFTER,
+    ) -> None:
+        self.stall_after = stall_after
+        self.watchdog: StallWatchdog | None = None
         self.bus = EventBus()
         self.hub = FrameHub(self.bus, tuning)
         self.commentator = Commentator(self.hub, backend, self.bus, profile, tuning, instructions, on_exit=self._ended)
@@ -25,8 +36,15 @@ class Session:
         if self.source is not None:
             raise RuntimeError("a session runs one source; create a new Session for another")
         self.source = source
+        self.watchdog = StallWatchdog(source, self.stall_after)
         self.commentator.start()
-        source.start(self.hub.push, self._on_status)
+        self.watchdog.start()
+        source.start(self._on_frame, self._on_status)
+
+    def _on_frame(self, frame: Frame) -> None:
+        self.hub.push(frame)
+        if self.watchdog is not None:
+            self.watchdog.frame_arrived()
 
     def _on_status(self, state: str, detail: str) -> None:
         source = self.source
@@ -52,6 +70,8 @@ class Session:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop generation, the source and the bus; joins every thread. Safe to call twice."""
         self.commentator.stop(timeout)
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.source is not None:
             self.source.stop(timeout)
         self.bus.close()

@@ -191,3 +191,31 @@ def test_push_source_hands_over_only_the_newest_frame():
     source.stop()
     assert [int(f.image[0, 0, 0]) for f in got.frames] == [0, 3]
     assert source.replaced == 2 and got.states[-1][0] == "ended"
+
+
+def test_a_silent_live_source_is_reported_stalled_then_live_again():
+    from scripted_backend import ScriptedBackend
+
+    from pipeline.config import Tuning
+    from pipeline.events import SourceStatus
+    from pipeline.prompts import load_profiles
+    from pipeline.session import Session
+
+    session = Session(ScriptedBackend(), load_profiles()["narrator"], Tuning(), stall_after=0.3)
+    sub = session.bus.subscribe("test")
+    source = PushSource()
+    session.start(source)
+    try:
+        source.push(np.zeros((8, 8, 3), np.uint8))
+        states = []
+        for event in sub:
+            if isinstance(event, SourceStatus):
+                states.append(event.state)
+                if event.state == "stalled":
+                    source.push(np.zeros((8, 8, 3), np.uint8))
+                elif states[-2:] == ["stalled", "live"]:
+                    break
+        assert states == ["connecting", "live", "stalled", "live"]
+    finally:
+        session.stop()
+    assert not session.watchdog._thread.is_alive()
