@@ -7,6 +7,7 @@ measured commentary latency (an exponential moving average), so words and pictur
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -16,6 +17,8 @@ import cv2
 import numpy as np
 
 from pipeline.hub import FrameHub
+
+log = logging.getLogger(__name__)
 
 BOUNDARY = "onlookerframe"
 MAX_DELAY = 5.0  # seconds of JPEGs kept for sync; more would hide a slow model behind a stale picture
@@ -72,7 +75,11 @@ class LiveView:
             if frame is None:
                 continue
             after = frame.index
-            jpeg = encode_jpeg(frame.image)
+            try:
+                jpeg = encode_jpeg(frame.image)
+            except (ValueError, cv2.error) as exc:  # one odd frame must not end the live view
+                log.warning("live view: cannot encode frame %d: %s", frame.index, exc)
+                continue
             with self._cond:
                 self._jpegs.append((frame.wall_time, jpeg))
                 while self._jpegs and self._jpegs[0][0] < frame.wall_time - MAX_DELAY - 1:
