@@ -19,7 +19,7 @@ from webui.chat import ChatLog
 from webui.sessions import SessionManager, SourceRequest
 from webui.status import device_summary, render_status
 
-IDLE_LIVE = '<div class="live-idle">Pick a source and press <b>Start</b>.</div>'
+IDLE_LIVE = '<div class="live-idle"><span>Pick a source and press <b>Start</b>.</span></div>'
 YIELD_EVERY = 0.05  # seconds: at most ~20 chatbot updates a second, however fast tokens come
 
 
@@ -40,7 +40,7 @@ def start(
     try:
         viewer = manager.start(key, SourceRequest(mode, upload, url), profile, preset)
     except OnlookerError as exc:
-        raise gr.Error(str(exc), title="Cannot start") from None
+        raise gr.Error(str(exc), title="Cannot start", print_exception=False) from None
     return live_html(viewer.token), status_html(manager, key), []
 
 
@@ -94,14 +94,14 @@ def change_profile(manager: SessionManager, key: str, name: str) -> None:
     try:
         manager.set_profile(key, name)
     except OnlookerError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(str(exc), print_exception=False) from None
 
 
 def change_preset(manager: SessionManager, key: str, name: str) -> None:
     try:
         manager.set_preset(key, name)
     except OnlookerError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(str(exc), print_exception=False) from None
 
 
 def set_sync(manager: SessionManager, key: str, on: bool) -> None:
