@@ -66,6 +66,11 @@ def test_unknown_names_list_the_allowed_ones():
         create_backend(load_settings(backend="gpt5"))
 
 
+def test_server_url_without_that_backend_is_an_error_not_ignored():
+    with pytest.raises(ConfigError, match="--base-url / --api-key are for the OpenAI-compatible backend"):
+        create_backend(load_settings(base_url="http://127.0.0.1:8000/v1"))
+
+
 def test_env_vars_and_dotenv_feed_settings_and_flags_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("ONLOOKER_PRESET=owl\nONLOOKER_WINDOW=5\n")

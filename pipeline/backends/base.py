@@ -113,6 +113,11 @@ def create_backend(settings: Settings) -> Choice:
     """Create the configured backend; ``auto`` prefers a model when one is configured and falls
     back to the offline OpenCV narrator, saying why, when none is or it cannot load."""
     name = settings.backend.strip().lower()
+    if settings.base_url or settings.api_key:
+        raise ConfigError(
+            "--base-url / --api-key are for the OpenAI-compatible backend (vLLM, SGLang, llama.cpp, Ollama), "
+            "which this version does not include yet; unset them (ONLOOKER_BASE_URL / ONLOOKER_API_KEY)"
+        )
     if name != "auto":
         return Choice(_backend_class(name).from_settings(settings), f"backend '{name}' was requested")
     if settings.model:
