@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
     tts: str = Field("espeak", pattern=r"^(espeak|none)$", description="speech engine: espeak or none")
+    audio_out: Path | None = Field(None, description="headless: write the narration as one WAV on the media timeline")
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TextIO
 
 from pipeline.backends.base import check_backend_name, create_backend
@@ -27,6 +28,8 @@ from pipeline.events import (
 from pipeline.prompts import load_profiles
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
+from pipeline.speech.espeak import EspeakEngine
+from pipeline.speech.narration import NarrationTrack
 
 
 def clock(seconds: float) -> str:
@@ -61,6 +64,13 @@ class TranscriptPrinter:
         self.notes.flush()
 
 
+def write_narration(track: NarrationTrack, session: Session, path: Path) -> str:
+    """Write the narration WAV, as long as the source played, and say where it went."""
+    played = session.hub.latest.media_time if session.hub.latest else 0.0
+    track.write(path, min_seconds=played)
+    return f"{path} ({max(track.seconds, played):.1f} s)"
+
+
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
     """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
     check_backend_name(settings.backend)
@@ -68,6 +78,9 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
     tuning = settings.tuning(load_presets(settings.presets_file))
     profile = pick(settings.profile, load_profiles(settings.profiles_dir), "profile", "--profile / ONLOOKER_PROFILE")
+    if settings.audio_out and settings.tts == "none":
+        raise OnlookerError("--audio-out needs a speech engine; use --tts espeak (the default)")
+    speaker = EspeakEngine() if settings.audio_out else None
     source = open_source(settings.source, loop=settings.loop)
     choice = create_backend(settings)
     notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
@@ -78,6 +91,11 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         session = Session(choice.backend, profile, tuning, settings.instructions)
         stack.callback(session.stop)
         subscription = session.bus.subscribe("cli", maxsize=100_000)
+        narration = NarrationTrack()
+        if speaker is not None and settings.audio_out is not None:
+            stack.callback(
+                lambda: notes.write(f"· narration: {write_narration(narration, session, settings.audio_out)}\n")
+            )
         session.start(source)
         try:
             for event in subscription:
@@ -85,6 +103,8 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
                 if events is not None:
                     events.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
                     events.flush()
+                if speaker is not None and isinstance(event, CommentaryFinished) and not event.suppressed:
+                    narration.add(event.t, speaker.synthesize(event.text, profile.voice))
         except KeyboardInterrupt:
             notes.write("· stopped\n")
             return 0

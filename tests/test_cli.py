@@ -182,3 +182,42 @@ def test_auto_falls_back_to_the_offline_narrator_when_the_model_cannot_load(shor
     result = run_cli("--headless", "--source", str(short_video), "--model", str(tmp_path / "no-such-model"))
     assert result.returncode == 0
     assert "OpenCV narrator" in result.stderr and "could not load model" in result.stderr
+
+
+def test_audio_out_writes_the_narration_on_the_media_timeline(story_video, tmp_path):
+    import wave
+
+    import numpy as np
+
+    wav_path, events_file = tmp_path / "narration.wav", tmp_path / "events.jsonl"
+    result = run_cli(
+        "--headless", "--source", str(story_video), "--backend", "opencv", "--audio-out", str(wav_path),
+        "--events", str(events_file),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with wave.open(str(wav_path)) as wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    assert rate == 22050 and channels == 1
+    assert len(samples) / rate >= 13.5  # as long as the 14 s clip played
+    kept = [
+        e["t"] for e in map(json.loads, events_file.read_text().splitlines())
+        if e["type"] == "commentary_end" and not e["suppressed"]
+    ]  # fmt: skip
+
+    def loudness(start: float, seconds: float = 0.5) -> float:
+        window = samples[int(start * rate) : int((start + seconds) * rate)].astype(np.float64)
+        return float(np.sqrt(np.mean(window**2))) if len(window) else 0.0
+
+    assert all(loudness(t) > 300 for t in kept), [(t, loudness(t)) for t in kept]  # speech where comments were
+    assert min(loudness(t, 0.25) for t in np.arange(0.0, 13.0, 0.25)) < 10  # and silence in between
+
+
+def test_audio_out_without_a_speech_engine_is_an_error(short_video, tmp_path):
+    result = run_cli(
+        "--headless", "--source", str(short_video), "--tts", "none", "--audio-out", str(tmp_path / "a.wav")
+    )
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        "onlooker: error: --audio-out needs a speech engine; use --tts espeak (the default)"
+    ]
