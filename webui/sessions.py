@@ -20,7 +20,14 @@ import numpy as np
 from pipeline.backends.base import Choice
 from pipeline.config import PresetFile, Settings, pick
 from pipeline.errors import OnlookerError
-from pipeline.events import CommentaryFinished, Metrics, ModeChanged, SourceStatus
+from pipeline.events import (
+    CommentaryDelta,
+    CommentaryFinished,
+    CommentaryStarted,
+    Metrics,
+    ModeChanged,
+    SourceStatus,
+)
 from pipeline.prompts import Profile
 from pipeline.session import Session
 from pipeline.sources.base import Source
@@ -28,6 +35,7 @@ from pipeline.sources.file import FileSource
 from pipeline.sources.resolve import open_source
 from pipeline.sources.webcam import PushSource
 from pipeline.speech.espeak import EspeakEngine
+from pipeline.speech.sentences import SentenceSplitter
 from webui.live import LiveView
 from webui.status import StatusSnapshot
 
@@ -204,14 +212,24 @@ class SessionManager:
             return len(self._viewers)
 
     def speech_chunks(self, viewer: Viewer) -> Iterator[tuple[int, np.ndarray]]:
-        """Spoken versions of the viewer's kept comments, one utterance at a time, until it ends."""
+        """Spoken comments, sentence by sentence as each completes (speech starts before the comment
+        ends); a comment suppressed at its end (empty, "...", duplicate) loses its unspoken rest."""
         if self.speech_engine is None:
             return
+        splitters: dict[int, SentenceSplitter] = {}
         for event in viewer.speech:
-            if isinstance(event, CommentaryFinished) and not event.suppressed and event.text:
+            sentences: list[str] = []
+            if isinstance(event, CommentaryStarted):
+                splitters[event.comment_id] = SentenceSplitter()
+            elif isinstance(event, CommentaryDelta) and event.comment_id in splitters:
+                sentences = splitters[event.comment_id].feed(event.text)
+            elif isinstance(event, CommentaryFinished) and event.comment_id in splitters:
+                rest = splitters.pop(event.comment_id).flush()
+                sentences = [rest] if rest and not event.suppressed else []
+            for sentence in sentences:
                 started = time.perf_counter()
                 try:
-                    speech = self.speech_engine.synthesize(event.text, viewer.profile.voice)
+                    speech = self.speech_engine.synthesize(sentence, viewer.profile.voice)
                 except OnlookerError as exc:
                     log.warning("speech failed: %s", exc)
                     continue
