@@ -82,6 +82,7 @@ def main() -> None:
         "frames_expected": args.seconds * 30,
         "dropped_late": source.stats.dropped_late,
         "clock_resets_after_stalls": source.stats.stalls,
+        "max_lag_seen_by_decoder_ms": round(source.stats.max_lag * 1000, 1),
         "lag_ms": summary(lag_ms.tolist()),
         "lag_ms_first_quarter_median": round(float(np.median(lag_ms[:quarter])), 2),
         "lag_ms_last_quarter_median": round(float(np.median(lag_ms[-quarter:])), 2),

@@ -115,10 +115,6 @@ class Commentator:
         with self._lock:
             return list(self._instructions)
 
-    def clear_instructions(self) -> None:
-        with self._lock:
-            self._instructions.clear()
-
     # --- thread ownership ---
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="commentator", daemon=True)

@@ -12,8 +12,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.backends.base import check_backend_name, create_backend
-from pipeline.config import Settings, load_presets, pick
+from pipeline.backends.base import create_backend
+from pipeline.config import Settings
 from pipeline.errors import OnlookerError
 from pipeline.events import (
     CommentaryDelta,
@@ -25,7 +25,7 @@ from pipeline.events import (
     SceneCut,
     SourceStatus,
 )
-from pipeline.prompts import load_profiles
+from pipeline.runconfig import load_run_config
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
 from pipeline.speech.espeak import EspeakEngine
@@ -73,11 +73,10 @@ def write_narration(track: NarrationTrack, session: Session, path: Path) -> str:
 
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
     """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
-    check_backend_name(settings.backend)
+    run = load_run_config(settings)
     if not settings.source:
         raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
-    tuning = settings.tuning(load_presets(settings.presets_file))
-    profile = pick(settings.profile, load_profiles(settings.profiles_dir), "profile", "--profile / ONLOOKER_PROFILE")
+    tuning, profile = run.tuning, run.profile
     if settings.audio_out and settings.tts == "none":
         raise OnlookerError("--audio-out needs a speech engine; use --tts espeak (the default)")
     speaker = EspeakEngine() if settings.audio_out else None

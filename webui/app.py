@@ -17,9 +17,9 @@ import gradio as gr
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
-from pipeline.backends.base import Choice, check_backend_name, create_backend
-from pipeline.config import Settings, load_presets, pick
-from pipeline.prompts import load_profiles
+from pipeline.backends.base import Choice, create_backend
+from pipeline.config import Settings
+from pipeline.runconfig import load_run_config
 from webui import handlers
 from webui.live import BOUNDARY
 from webui.sessions import MODES, SessionManager
@@ -185,11 +185,7 @@ def is_loopback(host: str) -> bool:
 
 def launch(settings: Settings) -> int:
     """Load presets, profiles and the backend, then serve the UI until Ctrl-C."""
-    check_backend_name(settings.backend)
-    presets = load_presets(settings.presets_file)
-    profiles = load_profiles(settings.profiles_dir)
-    pick(settings.profile, profiles, "profile", "--profile / ONLOOKER_PROFILE")
-    settings.tuning(presets)
+    run = load_run_config(settings)
     choice = create_backend(settings)
     print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr)
     exposed = settings.share or not is_loopback(settings.host)
@@ -199,7 +195,7 @@ def launch(settings: Settings) -> int:
             "anyone with the link can watch your camera and use your GPU. Add --auth user:password.",
             file=sys.stderr,
         )
-    manager = SessionManager(settings, choice, presets, profiles)
+    manager = SessionManager(settings, choice, run.presets, run.profiles)
     demo = build_demo(manager)
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     try:

@@ -1,0 +1,28 @@
+"""Everything a run needs from files and settings, validated before any source or model is opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.backends.base import check_backend_name
+from pipeline.config import PresetFile, Settings, Tuning, load_presets, pick
+from pipeline.prompts import Profile, load_profiles
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Presets and profiles as loaded, plus the ones this run starts with."""
+
+    presets: PresetFile
+    profiles: dict[str, Profile]
+    tuning: Tuning
+    profile: Profile
+
+
+def load_run_config(settings: Settings) -> RunConfig:
+    """Check the backend name, presets and profiles; a mistake is a ConfigError naming where it is."""
+    check_backend_name(settings.backend)
+    presets = load_presets(settings.presets_file)
+    profiles = load_profiles(settings.profiles_dir)
+    profile = pick(settings.profile, profiles, "profile", "--profile / ONLOOKER_PROFILE")
+    return RunConfig(presets, profiles, settings.tuning(presets), profile)
