@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
+def clock(seconds: float) -> str:
+    """Media time as mm:ss.s (or h:mm:ss.s) for the transcript."""
+    minutes, secs = divmod(max(seconds, 0.0), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """Base of all bus events: ``t`` is media time (s), ``wall`` is Unix time."""

@@ -24,19 +24,13 @@ from pipeline.events import (
     ModeChanged,
     SceneCut,
     SourceStatus,
+    clock,
 )
 from pipeline.runconfig import load_run_config
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
 from pipeline.speech.espeak import EspeakEngine
 from pipeline.speech.narration import NarrationTrack
-
-
-def clock(seconds: float) -> str:
-    """Media time as mm:ss.s (or h:mm:ss.s) for the transcript."""
-    minutes, secs = divmod(max(seconds, 0.0), 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
 
 
 class TranscriptPrinter:

@@ -13,8 +13,8 @@ from pipeline.events import (
     ModeChanged,
     SceneCut,
     SourceStatus,
+    clock,
 )
-from pipeline.headless import clock
 
 MAX_NOTES_PER_LINE = 4
 MAX_MESSAGES = 200  # a long session must not grow the page without bound
