@@ -21,6 +21,7 @@ from pipeline.backends.base import Backend, CommentRequest
 from pipeline.config import Tuning
 from pipeline.errors import BackendError
 from pipeline.events import (
+    CommentaryAudio,
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
@@ -32,6 +33,9 @@ from pipeline.events import (
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile, build_prompt
+from pipeline.speech.engines import Speech
+from pipeline.speech.gate import SpeechGate
+from pipeline.speech.sentences import end_at_sentence
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ class Commentator:
         tuning: Tuning,
         instructions: str = "",
         on_exit: Callable[[], None] | None = None,
+        gate: SpeechGate | None = None,
+        model_voice: bool = False,
     ) -> None:
         self.hub = hub
         self.backend = backend
@@ -90,6 +96,8 @@ class Commentator:
         self._last_activity: float | None = None
         self._failures = 0
         self._on_exit = on_exit or (lambda: None)
+        self.gate = gate  # when speech is on: no new comment while the last one is still to be spoken
+        self.model_voice = model_voice  # the backend's own voice goes on the bus as audio events
 
     # --- live controls (any thread) ---
     def set_profile(self, profile: Profile) -> None:
@@ -184,8 +192,8 @@ class Commentator:
             self.hub.take_cut()
             return "start"
         since = now - self._last_comment
-        if since < tuning.min_interval:
-            return ""
+        if since < tuning.min_interval or (self.gate is not None and not self.gate.is_open()):
+            return ""  # a cut waits in the hub, so the comment after the gate opens is about the new scene
         if self.hub.peek_cut() is not None:
             self.hub.take_cut()
             if tuning.comment_on_cut:
@@ -223,6 +231,7 @@ class Commentator:
         )
         stages["prompt_ms"] = (time.perf_counter() - mark) * 1000
         self._cancel.clear()
+        t = frames[-1].media_time
         request = CommentRequest(
             frames=frames,
             prompt=prompt,
@@ -230,10 +239,17 @@ class Commentator:
             temperature=profile.temperature,
             trigger=trigger,
             cancel=self._cancel,
+            on_audio=self._audio_sink(comment_id, t) if self.model_voice else None,
         )
-        t = frames[-1].media_time
-        self.bus.publish(CommentaryStarted(t=t, comment_id=comment_id, trigger=trigger, frames=len(frames)))
+        if self.gate is not None:
+            self.gate.expect(comment_id)
+        self.bus.publish(
+            CommentaryStarted(
+                t=t, comment_id=comment_id, trigger=trigger, frames=len(frames), frame_wall=frames[-1].wall_time
+            )
+        )
         text, first_delta, error = self._stream(request, comment_id, t)
+        text = end_at_sentence(text)
         if error:
             reason = "error"
         elif request.cancel.is_set():
@@ -258,6 +274,14 @@ class Commentator:
         stages["scene_score_ms"] = 1000 * self.hub.scoring_seconds / max(self.hub.scored, 1)
         stages["bus_dropped"] = float(sum(self.bus.dropped().values()))
         self.bus.publish(Metrics(t=t, comment_id=comment_id, stages={k: round(v, 2) for k, v in stages.items()}))
+
+    def _audio_sink(self, comment_id: int, t: float) -> Callable[[Speech], None]:
+        def publish(speech: Speech) -> None:
+            self.bus.publish(
+                CommentaryAudio(t=t, comment_id=comment_id, sample_rate=speech.sample_rate, samples=speech.samples)
+            )
+
+        return publish
 
     def _stream(self, request: CommentRequest, comment_id: int, t: float) -> tuple[str, float | None, bool]:
         """Run the backend: (text, wall time of the first shown delta, failed).

@@ -143,7 +143,22 @@ class Settings(BaseSettings):
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
     auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
-    tts: str = Field("espeak", pattern=r"^(espeak|none)$", description="speech engine: espeak or none")
+    tts: str = Field(
+        "auto",
+        pattern=r"^(auto|model|espeak|openai|none)$",
+        description="speech engine: auto (the model's own voice, else espeak), model, espeak, openai or none",
+    )
+    tts_voice: str | None = Field(None, description="voice name for the speech engine (default: the profile's)")
+    tts_url: str | None = Field(None, description="OpenAI-compatible speech server URL, e.g. http://localhost:8880/v1")
+    tts_model: str = Field("tts-1", description="model name sent to the OpenAI-compatible speech server")
+    tts_api_key: str | None = Field(None, description="API key for the OpenAI-compatible speech server")
+    speech_pause: float = Field(0.3, ge=0, le=5, description="breathing pause between spoken comments (s)")
+    speech_max_wait: float = Field(
+        4.0, gt=0, le=60, description="drop a comment's speech that waited longer than this to be spoken (s)"
+    )
+    stt_model: str | None = Field(
+        None, description="faster-whisper model (name in the local cache, or folder) for voice instructions"
+    )
     audio_out: Path | None = Field(None, description="headless: write the narration as one WAV on the media timeline")
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")

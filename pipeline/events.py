@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 def clock(seconds: float) -> str:
     """Media time as mm:ss.s (or h:mm:ss.s) for the transcript."""
@@ -70,6 +72,7 @@ class CommentaryStarted(Event):
     comment_id: int
     trigger: str
     frames: int
+    frame_wall: float = 0.0  # Unix time the newest frame arrived, for "speech behind the picture"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +92,56 @@ class CommentaryFinished(Event):
     comment_id: int
     text: str
     suppressed: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommentaryAudio(Event):
+    """A chunk of the model's own voice for a comment (backends that speak, e.g. MiniCPM-o)."""
+
+    type: ClassVar[str] = "commentary_audio"
+    comment_id: int
+    sample_rate: int
+    samples: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audio itself stays out of the JSON events file; its length goes in."""
+        return {
+            "type": self.type,
+            "t": self.t,
+            "wall": self.wall,
+            "comment_id": self.comment_id,
+            "seconds": round(len(self.samples) / self.sample_rate, 3),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStarted(Event):
+    """A comment's audio was handed to the player: ``wait_ms`` after its first sentence was
+    complete, to start playing at media time ``at``, ``behind_s`` seconds after its newest frame
+    arrived."""
+
+    type: ClassVar[str] = "speech_start"
+    comment_id: int
+    at: float
+    wait_ms: float
+    behind_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechEnded(Event):
+    """The player has finished a comment's audio (by the playback clock)."""
+
+    type: ClassVar[str] = "speech_end"
+    comment_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechSkipped(Event):
+    """A comment was not spoken (or not to the end): ``reason`` says why."""
+
+    type: ClassVar[str] = "speech_skip"
+    comment_id: int
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)

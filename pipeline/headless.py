@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.backends.base import create_backend
+from pipeline.backends.base import Backend, create_backend
 from pipeline.config import Settings
 from pipeline.errors import OnlookerError
 from pipeline.events import (
@@ -29,8 +29,10 @@ from pipeline.events import (
 from pipeline.runconfig import load_run_config
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
-from pipeline.speech.espeak import EspeakEngine
+from pipeline.speech.choice import choose_speech
+from pipeline.speech.engines import Speech
 from pipeline.speech.narration import NarrationTrack
+from pipeline.speech.speaker import SpeechOptions
 
 
 class TranscriptPrinter:
@@ -58,6 +60,30 @@ class TranscriptPrinter:
         self.notes.flush()
 
 
+def speech_options(settings: Settings, backend: Backend, notes: TextIO) -> SpeechOptions | None:
+    """The engine ``--tts`` picks, for the ``--audio-out`` narration."""
+    chosen = choose_speech(settings, backend)
+    for name, engine in chosen.engines.items():
+        if engine is not None and name != chosen.default:
+            engine.close()  # only the chosen one speaks in a headless run
+    notes.write(f"· speech: {chosen.default or 'off'} ({chosen.reason})\n")
+    if chosen.default is None:
+        raise OnlookerError(f"--audio-out needs a speech engine, and none can run: {chosen.reason}")
+    return SpeechOptions(
+        chosen.engines[chosen.default], settings.speech_pause, settings.speech_max_wait, settings.tts_voice
+    )
+
+
+def collect_audio(session: Session, narration: NarrationTrack, wait: bool) -> None:
+    """Move the speaker's audio onto the narration track (``wait``: until the speaker has finished)."""
+    if session.speaker is None:
+        return
+    if wait:
+        session.speaker.join()
+    while (chunk := session.speaker.take(0)) is not None:
+        narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples))
+
+
 def write_narration(track: NarrationTrack, session: Session, path: Path) -> str:
     """Write the narration WAV, as long as the source played, and say where it went."""
     played = session.hub.latest.media_time if session.hub.latest else 0.0
@@ -72,20 +98,22 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
     tuning, profile = run.tuning, run.profile
     if settings.audio_out and settings.tts == "none":
-        raise OnlookerError("--audio-out needs a speech engine; use --tts espeak (the default)")
-    speaker = EspeakEngine() if settings.audio_out else None
+        raise OnlookerError("--audio-out needs a speech engine; leave --tts at auto or pick one")
     source = open_source(settings.source, loop=settings.loop)
     choice = create_backend(settings)
     notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
+    speech = speech_options(settings, choice.backend, notes) if settings.audio_out else None
     printer = TranscriptPrinter(out, notes)
     with ExitStack() as stack:
         stack.callback(choice.backend.close)
+        if speech is not None and speech.engine is not None:
+            stack.callback(speech.engine.close)
         events = stack.enter_context(open(settings.events, "w", encoding="utf-8")) if settings.events else None
-        session = Session(choice.backend, profile, tuning, settings.instructions)
+        session = Session(choice.backend, profile, tuning, settings.instructions, speech=speech)
         stack.callback(session.stop)
         subscription = session.bus.subscribe("cli", maxsize=100_000)
         narration = NarrationTrack()
-        if speaker is not None and settings.audio_out is not None:
+        if session.speaker is not None and settings.audio_out is not None:
             stack.callback(
                 lambda: notes.write(f"· narration: {write_narration(narration, session, settings.audio_out)}\n")
             )
@@ -96,11 +124,11 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
                 if events is not None:
                     events.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
                     events.flush()
-                if speaker is not None and isinstance(event, CommentaryFinished) and not event.suppressed:
-                    narration.add(event.t, speaker.synthesize(event.text, profile.voice))
+                collect_audio(session, narration, wait=False)
         except KeyboardInterrupt:
             notes.write("· stopped\n")
             return 0
+        collect_audio(session, narration, wait=True)
         session.stop()
         if session.error:
             raise OnlookerError(session.error)

@@ -11,6 +11,8 @@ from pipeline.hub import FrameHub
 from pipeline.prompts import Profile
 from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
+from pipeline.speech.gate import SpeechGate
+from pipeline.speech.speaker import Speaker, SpeechOptions
 
 
 class Session:
@@ -23,12 +25,31 @@ class Session:
         tuning: Tuning,
         instructions: str = "",
         stall_after: float = STALL_AFTER,
+        speech: SpeechOptions | None = None,
     ) -> None:
         self.stall_after = stall_after
         self.watchdog: StallWatchdog | None = None
         self.bus = EventBus()
         self.hub = FrameHub(self.bus, tuning)
-        self.commentator = Commentator(self.hub, backend, self.bus, profile, tuning, instructions, on_exit=self._ended)
+        self.gate = SpeechGate(speech.pause) if speech else None
+        self.commentator = Commentator(
+            self.hub,
+            backend,
+            self.bus,
+            profile,
+            tuning,
+            instructions,
+            on_exit=self._ended,
+            gate=self.gate,
+            model_voice=speech is not None and speech.engine is None,
+        )
+        self.speaker = (
+            Speaker(
+                self.bus, self.gate, speech, lambda: self.commentator.profile.voice, self._media_now, self.bus.close
+            )
+            if speech and self.gate
+            else None
+        )
         self.source: Source | None = None
 
     def start(self, source: Source) -> None:
@@ -37,6 +58,8 @@ class Session:
             raise RuntimeError("a session runs one source; create a new Session for another")
         self.source = source
         self.watchdog = StallWatchdog(source, self.stall_after)
+        if self.speaker is not None:
+            self.speaker.start()
         self.commentator.start()
         self.watchdog.start()
         source.start(self._on_frame, self._on_status)
@@ -46,10 +69,13 @@ class Session:
         if self.watchdog is not None:
             self.watchdog.frame_arrived()
 
+    def _media_now(self) -> float:
+        return self.hub.latest.media_time if self.hub.latest else 0.0
+
     def _on_status(self, state: str, detail: str) -> None:
         source = self.source
         name = source.display_name if source else ""
-        t = self.hub.latest.media_time if self.hub.latest else 0.0
+        t = self._media_now()
         self.bus.publish(SourceStatus(t=t, state=state, detail=detail, source=name))
         if state == "failed":
             self.bus.publish(ErrorEvent(t=t, message=detail, fatal=True))
@@ -57,8 +83,12 @@ class Session:
             self.hub.mark_ended()
 
     def _ended(self) -> None:
-        """The commentator finished (end of source, fatal error or stop): consumers drain and stop."""
-        self.bus.close()
+        """The commentator finished (end of source, fatal error or stop): the speaker says what is
+        left, then consumers drain and stop."""
+        if self.speaker is not None and self.speaker.running:
+            self.speaker.finish()  # it closes the bus when it is done
+        else:
+            self.bus.close()
 
     @property
     def error(self) -> str | None:
@@ -75,6 +105,8 @@ class Session:
         if self.source is not None:
             self.source.stop(timeout)
         self.bus.close()
+        if self.speaker is not None:
+            self.speaker.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the commentary loop has ended; True when it has."""

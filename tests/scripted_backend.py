@@ -10,9 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tone_engine import tone
+
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.config import Settings
 from pipeline.errors import BackendError
+from pipeline.speech.engines import Speech
 
 
 class ScriptedBackend(Backend):
@@ -20,10 +23,13 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, replies: list[str | Exception] | None = None, max_frames: int = 8) -> None:
+    def __init__(
+        self, replies: list[str | Exception] | None = None, max_frames: int = 8, voice_rate: int | None = None
+    ) -> None:
         self.replies = list(replies or [])
         self.requests: list[CommentRequest] = []
-        self.capabilities = Capabilities(max_frames=max_frames)
+        self.voice_rate = voice_rate  # set: it "speaks" 0.1 s of tone per word, like a model with its own voice
+        self.capabilities = Capabilities(max_frames=max_frames, audio_out=voice_rate is not None)
         self.gate: threading.Event | None = None  # when set by a test, each stream waits on it
         self.streaming = threading.Event()
 
@@ -52,3 +58,5 @@ class ScriptedBackend(Backend):
             if i == 0:
                 request.timings["model_first_token"] = time.perf_counter()
             yield word + " "
+            if self.voice_rate is not None and request.on_audio is not None:
+                request.on_audio(Speech(self.voice_rate, tone(0.1, self.voice_rate)))

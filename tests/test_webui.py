@@ -231,5 +231,5 @@ def test_speech_speaks_kept_comments(tmp_path, monkeypatch, short_video):
         mgr.close_all()
     assert chunks
     rate, samples = chunks[0]
-    assert rate == 22050 and samples.dtype == np.int16 and len(samples) > rate * 0.5
+    assert rate == 24000 and samples.dtype == np.int16 and len(samples) > rate * 0.3
     assert np.abs(samples.astype(np.int32)).max() > 1000  # real speech, not silence

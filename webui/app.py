@@ -38,6 +38,47 @@ CSS = """
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
+# Browsers refuse to autoplay sound until the user has interacted with the page. Start is a click,
+# which normally satisfies them; when a browser still refuses, say so and retry on the next click.
+AUTOPLAY_NOTE = (
+    '<div id="autoplay-note" class="banner" role="alert" style="display:none">'
+    "Your browser blocked the spoken commentary from playing on its own. "
+    "<b>Click anywhere on the page</b> (or press play on the audio player) to hear it.</div>"
+)
+AUTOPLAY_HEAD = """<script>
+(() => {
+  const blocked = new Set();
+  const show = (on) => {
+    const note = document.getElementById('autoplay-note');
+    if (note) note.style.display = on ? 'block' : 'none';
+  };
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function (...args) {
+    const result = play.apply(this, args);
+    if (result && result.catch) {
+      result.catch((err) => {
+        if (err && err.name === 'NotAllowedError') { blocked.add(this); show(true); }
+      });
+    }
+    return result;
+  };
+  document.addEventListener('playing', () => { blocked.clear(); show(false); }, true);
+  document.addEventListener('pointerdown', () => {
+    for (const media of blocked) play.call(media).catch(() => {});
+  }, true);
+})();
+</script>"""
+# Muting also silences what the player already holds (up to a chunk), not just what comes next.
+MUTE_PLAYER_JS = "(m) => { document.querySelectorAll('#speech audio').forEach((a) => { a.muted = m; }); return m; }"
+
+
+def speech_info(manager: SessionManager) -> str:
+    """Under the engine dropdown: what runs, and why any engine is missing."""
+    chosen = manager.speech
+    missing = "; ".join(f"{name}: {why}" for name, why in chosen.unavailable.items() if name != "model")
+    return f"{chosen.reason}." + (f" Not available: {missing}." if missing else "")
+
+
 def fallback_banner(choice: Choice) -> str:
     if not choice.fallback:
         return ""
@@ -108,6 +149,22 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                 audio = gr.Audio(
                     label="Spoken commentary", streaming=True, autoplay=True, interactive=False, elem_id="speech"
                 )
+                gr.HTML(AUTOPLAY_NOTE, elem_id="autoplay-note-box", padding=False)
+                with gr.Row():
+                    engines = handlers.engine_choices(manager)
+                    speech_prefs = manager.voice_prefs("")
+                    engine = gr.Dropdown(
+                        engines,
+                        value=speech_prefs.engine,
+                        label="Speech engine",
+                        info=speech_info(manager),
+                        interactive=bool(engines),
+                        elem_id="speech-engine",
+                    )
+                    voice = gr.Dropdown(
+                        label="Voice", allow_custom_value=True, elem_id="voice", **handlers.voice_settings(manager, "")
+                    )
+                    mute = gr.Checkbox(value=False, label="Mute speech", elem_id="mute")
                 instruction = gr.Textbox(
                     label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
                 )
@@ -147,6 +204,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         profile.change(keyed(handlers.change_profile), profile, None)
         preset.change(keyed(handlers.change_preset), preset, None)
         instruction.submit(keyed(handlers.instruct), instruction, instruction)
+        engine.change(keyed(handlers.change_engine), engine, voice, queue=False)
+        voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False)
+        mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_PLAYER_JS)
         gr.Timer(1.0).tick(keyed(lambda m, key: handlers.status_html(m, key)), None, status, concurrency_limit=None)
 
         demo.unload(keyed(handlers.close_tab))
@@ -208,6 +268,7 @@ def launch(settings: Settings) -> int:
             ssr_mode=False,
             theme=THEME,
             css=CSS,
+            head=AUTOPLAY_HEAD,
             show_error=True,
         )
         add_routes(demo, manager)

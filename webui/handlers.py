@@ -76,11 +76,53 @@ def commentary(manager: SessionManager, key: str) -> Iterator[list[dict[str, Any
 
 
 def speech(manager: SessionManager, key: str) -> Iterator[tuple[int, np.ndarray]]:
-    """Stream spoken comments to the autoplaying audio player."""
+    """Stream the session's paced speech (steady ~1 s chunks) to the autoplaying audio player."""
     viewer = manager.get(key)
-    if viewer is None:
+    if viewer is None or viewer.session.speaker is None:
         return
-    yield from manager.speech_chunks(viewer)
+    for chunk in viewer.session.speaker.outputs():
+        yield chunk.sample_rate, chunk.samples
+
+
+ENGINE_LABELS = {
+    "model": "the model's own voice",
+    "espeak": "espeak-ng (offline)",
+    "openai": "OpenAI-compatible server",
+}
+
+
+def engine_choices(manager: SessionManager) -> list[tuple[str, str]]:
+    return [(ENGINE_LABELS.get(name, name), name) for name in manager.speech.engines]
+
+
+def voice_settings(manager: SessionManager, key: str) -> dict[str, Any]:
+    """The voice dropdown for this tab's engine: its voices, the current pick, off when there is none."""
+    prefs = manager.voice_prefs(key)
+    voices = manager.voices(prefs.engine)
+    engine = manager.speech.engines.get(prefs.engine or "")
+    current = prefs.voice or (engine.default_voice if engine is not None else None)
+    return {"choices": voices, "value": current if current in voices else None, "interactive": bool(voices)}
+
+
+def change_engine(manager: SessionManager, key: str, engine: str | None) -> dict[str, Any]:
+    """Switch this tab's speech engine (its voice goes back to the profile's); refresh the voice list."""
+    try:
+        manager.set_voice(key, engine or None, None)
+    except OnlookerError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    return gr.update(**voice_settings(manager, key))
+
+
+def change_voice(manager: SessionManager, key: str, engine: str | None, voice: str | None) -> None:
+    try:
+        manager.set_voice(key, engine or None, voice or None)
+    except OnlookerError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+def set_muted(manager: SessionManager, key: str, muted: bool) -> None:
+    """Mute (nothing is synthesised, and the commentary is no longer paced by speech) or unmute."""
+    manager.set_muted(key, bool(muted))
 
 
 def webcam_frame(manager: SessionManager, key: str, image: np.ndarray | None) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +19,7 @@ from pipeline.backends.base import Choice
 from pipeline.config import PresetFile, Settings, pick
 from pipeline.errors import OnlookerError
 from pipeline.events import (
-    CommentaryDelta,
     CommentaryFinished,
-    CommentaryStarted,
     Metrics,
     ModeChanged,
     SourceStatus,
@@ -34,8 +30,8 @@ from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
 from pipeline.sources.resolve import open_source
 from pipeline.sources.webcam import PushSource
-from pipeline.speech.espeak import EspeakEngine
-from pipeline.speech.sentences import SentenceSplitter
+from pipeline.speech.choice import choose_speech
+from pipeline.speech.speaker import SpeechOptions
 from webui.live import LiveView
 from webui.status import StatusSnapshot
 
@@ -71,15 +67,22 @@ def make_source(request: SourceRequest) -> Source:
 class Viewer:
     """One tab's running pipeline: session, live view, monitor, subscriptions for chat and speech."""
 
-    def __init__(self, choice: Choice, profile: Profile, preset: PresetFile, preset_name: str, settings: Settings):
+    def __init__(
+        self,
+        choice: Choice,
+        profile: Profile,
+        preset: PresetFile,
+        preset_name: str,
+        settings: Settings,
+        speech: SpeechOptions | None = None,
+    ):
         self.token = secrets.token_urlsafe(24)
         self.profile = profile
         tuning = pick(preset_name, preset.presets, "preset", "preset")
-        self.session = Session(choice.backend, profile, tuning, settings.instructions)
+        self.session = Session(choice.backend, profile, tuning, settings.instructions, speech=speech)
         self.live = LiveView(self.session.hub, sync=settings.live_sync)
         self.status = StatusSnapshot()
         self.chat = self.session.bus.subscribe("chat", maxsize=10_000)
-        self.speech = self.session.bus.subscribe("speech", maxsize=256)
         self._monitor_sub = self.session.bus.subscribe("monitor", maxsize=10_000)
         self._captures: deque[float] = deque(maxlen=32)
         self._monitor = threading.Thread(target=self._watch, name="viewer-monitor", daemon=True)
@@ -130,25 +133,72 @@ class Viewer:
         self._monitor.join(5)
 
 
+@dataclass
+class VoicePrefs:
+    """A tab's speech choices from the UI, kept across restarts of its pipeline."""
+
+    engine: str | None
+    voice: str | None = None
+    muted: bool = False
+
+
 class SessionManager:
-    """All viewers of one app, keyed by Gradio session hash; one shared backend for all."""
+    """All viewers of one app, keyed by Gradio session hash; one shared backend (and speech engines) for all."""
 
     def __init__(self, settings: Settings, choice: Choice, presets: PresetFile, profiles: dict[str, Profile]) -> None:
         self.settings = settings
         self.choice = choice
         self.presets = presets
         self.profiles = profiles
-        self.speech_engine = EspeakEngine() if settings.tts == "espeak" else None
+        self.speech = choose_speech(settings, choice.backend)
         self._viewers: dict[str, Viewer] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
+        self._voices: dict[str, VoicePrefs] = {}
         self._lock = threading.Lock()
+
+    def voice_prefs(self, key: str) -> VoicePrefs:
+        """This tab's speech choices (the run's defaults until the tab changes them)."""
+        with self._lock:
+            return self._voices.setdefault(key, VoicePrefs(self.speech.default, self.settings.tts_voice))
+
+    def speech_options(self, key: str) -> SpeechOptions | None:
+        prefs = self.voice_prefs(key)
+        if prefs.engine is None or prefs.engine not in self.speech.engines:
+            return None
+        engine = self.speech.engines[prefs.engine]
+        return SpeechOptions(engine, self.settings.speech_pause, self.settings.speech_max_wait, prefs.voice)
+
+    def voices(self, engine: str | None) -> list[str]:
+        """Voices to offer for an engine (the model's own voice has none to pick)."""
+        chosen = self.speech.engines.get(engine or "")
+        return chosen.voices() if chosen is not None else []
+
+    def set_voice(self, key: str, engine: str | None, voice: str | None) -> None:
+        """Pick the engine and voice for this tab; a running pipeline switches at its next sentence."""
+        if engine is not None and engine not in self.speech.engines:
+            allowed = ", ".join(self.speech.engines) or "none available"
+            raise OnlookerError(f"unknown speech engine '{engine}'; allowed: {allowed}")
+        prefs = self.voice_prefs(key)
+        prefs.engine, prefs.voice = engine, voice or None
+        viewer = self.get(key)
+        if viewer is not None and viewer.session.speaker is not None and engine is not None:
+            viewer.session.speaker.set_voice(self.speech.engines[engine], prefs.voice)
+            viewer.session.commentator.model_voice = self.speech.engines[engine] is None
+
+    def set_muted(self, key: str, muted: bool) -> None:
+        self.voice_prefs(key).muted = muted
+        viewer = self.get(key)
+        if viewer is not None and viewer.session.speaker is not None:
+            viewer.session.speaker.set_muted(muted)
 
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
         """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
         chosen = pick(profile, self.profiles, "profile", "profile")
         source = make_source(request)
-        viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings)
+        viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key))
         viewer.live.sync = self._sync.get(key, self.settings.live_sync)
+        if viewer.session.speaker is not None:
+            viewer.session.speaker.set_muted(self.voice_prefs(key).muted)
         self.stop(key)
         with self._lock:
             self._viewers[key] = viewer
@@ -176,6 +226,7 @@ class SessionManager:
         """The tab is gone for good: stop its pipeline and drop its preferences."""
         self.stop(key)
         self._sync.pop(key, None)
+        self._voices.pop(key, None)
 
     def set_profile(self, key: str, name: str) -> None:
         viewer = self.get(key)
@@ -202,36 +253,13 @@ class SessionManager:
         return True
 
     def close_all(self) -> None:
+        """Stop every tab's pipeline and release the speech engines (app shutdown)."""
         with self._lock:
             keys = list(self._viewers)
         for key in keys:
             self.stop(key)
+        self.speech.close()
 
     def active_count(self) -> int:
         with self._lock:
             return len(self._viewers)
-
-    def speech_chunks(self, viewer: Viewer) -> Iterator[tuple[int, np.ndarray]]:
-        """Spoken comments, sentence by sentence as each completes (speech starts before the comment
-        ends); a comment suppressed at its end (empty, "...", duplicate) loses its unspoken rest."""
-        if self.speech_engine is None:
-            return
-        splitters: dict[int, SentenceSplitter] = {}
-        for event in viewer.speech:
-            sentences: list[str] = []
-            if isinstance(event, CommentaryStarted):
-                splitters[event.comment_id] = SentenceSplitter()
-            elif isinstance(event, CommentaryDelta) and event.comment_id in splitters:
-                sentences = splitters[event.comment_id].feed(event.text)
-            elif isinstance(event, CommentaryFinished) and event.comment_id in splitters:
-                rest = splitters.pop(event.comment_id).flush()
-                sentences = [rest] if rest and not event.suppressed else []
-            for sentence in sentences:
-                started = time.perf_counter()
-                try:
-                    speech = self.speech_engine.synthesize(sentence, viewer.profile.voice)
-                except OnlookerError as exc:
-                    log.warning("speech failed: %s", exc)
-                    continue
-                log.debug("spoke %.1f s of audio in %.0f ms", speech.seconds, 1000 * (time.perf_counter() - started))
-                yield speech.sample_rate, speech.samples

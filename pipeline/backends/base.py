@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from pipeline.errors import BackendError, ConfigError
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
+from pipeline.speech.engines import Speech
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -45,6 +46,7 @@ class CommentRequest:
     trigger: str = "active"
     cancel: threading.Event = field(default_factory=threading.Event)
     timings: dict[str, float] = field(default_factory=dict)
+    on_audio: Callable[[Speech], None] | None = None  # backends with their own voice hand audio here
 
 
 class Backend(ABC):

@@ -47,7 +47,7 @@ def scrub(text: str, uri: str) -> str:
     return text
 
 
-def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -76,7 +76,7 @@ def describe_http_error(exc: httpx.HTTPError, uri: str, connect_timeout: float, 
     """One line for a connection-level HTTP failure, saying what to check."""
     name = mask_url(uri)
     detail = scrub(str(exc), uri) or type(exc).__name__
-    chain = list(_exception_chain(exc))
+    chain = list(exception_chain(exc))
     if isinstance(exc, httpx.UnsupportedProtocol):
         return f"{name} is not an http:// or https:// URL"
     if isinstance(exc, httpx.ConnectTimeout):

@@ -2,6 +2,7 @@
 
 espeak-ng writes a streaming WAV to stdout whose size fields are placeholders, so the header is
 parsed by hand: the sample rate from the fmt chunk, then everything after "data" is 16-bit mono.
+Audio is handed on as it is read, so a long sentence starts playing before it is all synthesised.
 """
 
 from __future__ import annotations
@@ -9,43 +10,44 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from functools import cached_property
 
 import numpy as np
 
 from pipeline.errors import OnlookerError
 from pipeline.prompts import Voice
+from pipeline.speech.engines import Speech
+
+READ_BYTES = 8192  # ~0.19 s at 22050 Hz
 
 
-@dataclass(frozen=True, slots=True)
-class Speech:
-    """Mono 16-bit audio for one utterance."""
-
-    sample_rate: int
-    samples: np.ndarray  # int16, shape (n,)
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.sample_rate
+def parse_header(data: bytes) -> tuple[int, int] | None:
+    """(sample rate, offset of the first sample) once the header is complete, else None."""
+    if len(data) >= 12 and (data[:4] != b"RIFF" or data[8:12] != b"WAVE"):
+        raise OnlookerError("espeak-ng did not produce WAV audio")
+    start = data.find(b"data", 12)
+    if len(data) < 28 or start < 0 or len(data) < start + 8:
+        return None
+    return struct.unpack_from("<I", data, 24)[0], start + 8
 
 
 def parse_wav(data: bytes) -> Speech:
-    """Read espeak-ng's streaming WAV (RIFF header with bogus sizes) into samples."""
-    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise OnlookerError("espeak-ng did not produce WAV audio")
-    sample_rate = struct.unpack_from("<I", data, 24)[0]
-    start = data.find(b"data", 12)
-    if start < 0:
-        raise OnlookerError("espeak-ng's WAV has no data chunk")
-    body = data[start + 8 :]
-    body = body[: len(body) // 2 * 2]
-    return Speech(sample_rate, np.frombuffer(body, dtype="<i2").astype(np.int16))
+    """Read a whole streaming WAV (RIFF header with bogus sizes) into samples."""
+    header = parse_header(data)
+    if header is None:
+        raise OnlookerError("espeak-ng did not produce WAV audio" if len(data) < 12 else "espeak-ng's WAV is cut short")
+    rate, offset = header
+    body = data[offset:]
+    return Speech(rate, np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2").astype(np.int16))
 
 
 class EspeakEngine:
     """Speaks text with the profile's voice hints (voice name, words per minute, pitch)."""
 
     name = "espeak"
+    default_voice = "en-us"
 
     def __init__(self, binary: str | None = None, timeout: float = 30.0) -> None:
         found = binary or shutil.which("espeak-ng")
@@ -54,13 +56,65 @@ class EspeakEngine:
         self.binary = found
         self.timeout = timeout
 
-    def synthesize(self, text: str, voice: Voice) -> Speech:
-        """One utterance; raises OnlookerError (with espeak's own message) when it fails."""
-        cmd = [self.binary, "--stdout", "-v", voice.engine_voice, "-s", str(voice.rate), "-p", str(voice.pitch), text]
+    def voices(self) -> list[str]:
+        """Language voices espeak-ng knows (``en-us``, ``de``, ``fr-fr``…), read once."""
+        return list(self._voices)
+
+    @cached_property
+    def _voices(self) -> tuple[str, ...]:
         try:
-            done = subprocess.run(cmd, capture_output=True, timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise OnlookerError(f"espeak-ng took longer than {self.timeout:g} s") from None
-        if done.returncode != 0:
-            raise OnlookerError(f"espeak-ng failed: {done.stderr.decode(errors='replace').strip()[:200]}")
-        return parse_wav(done.stdout)
+            listing = subprocess.run([self.binary, "--voices"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return (self.default_voice,)
+        names = [line.split()[1] for line in listing.splitlines()[1:] if len(line.split()) > 1]
+        return tuple(sorted(set(names))) or (self.default_voice,)
+
+    def close(self) -> None:
+        """Nothing to release: each utterance is its own espeak-ng process, ended with it."""
+
+    def synthesize(self, text: str, voice: Voice) -> Speech:
+        """One whole utterance (the chunks of ``stream`` joined)."""
+        chunks = list(self.stream(text, voice))
+        rate = chunks[0].sample_rate if chunks else 22050
+        return Speech(rate, np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.int16))
+
+    def stream(self, text: str, voice: Voice) -> Iterator[Speech]:
+        """Audio as espeak-ng writes it; raises OnlookerError (with espeak's own message) on failure."""
+        cmd = [self.binary, "--stdout", "-v", voice.engine_voice, "-s", str(voice.rate), "-p", str(voice.pitch), text]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        timer = threading.Timer(self.timeout, proc.kill)  # a hung espeak must not hang the speaker
+        timer.start()
+        try:
+            yield from self._read(proc)
+            if proc.wait() != 0:
+                message = proc.stderr.read().decode(errors="replace").strip()[:200] if proc.stderr else ""
+                if not timer.is_alive():
+                    raise OnlookerError(f"espeak-ng took longer than {self.timeout:g} s")
+                raise OnlookerError(f"espeak-ng failed: {message or 'exit code ' + str(proc.returncode)}")
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[bytes]) -> Iterator[Speech]:
+        assert proc.stdout is not None
+        buffer, header = b"", None
+        while block := proc.stdout.read1(READ_BYTES):  # whatever is ready, without waiting for more
+            buffer += block
+            if header is None:
+                header = parse_header(buffer)
+                if header is None:
+                    continue
+                buffer = buffer[header[1] :]
+            usable = len(buffer) // 2 * 2
+            if usable:
+                samples = np.frombuffer(buffer[:usable], dtype="<i2").astype(np.int16)
+                buffer = buffer[usable:]
+                yield Speech(header[0], samples)
+        if header is None and proc.wait() == 0:
+            raise OnlookerError("espeak-ng did not produce WAV audio")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.speech.espeak import Speech
+from pipeline.speech.engines import Speech
 
 
 class NarrationTrack:

@@ -7,6 +7,17 @@ import re
 # A sentence ends at . ! ? … (possibly repeated, possibly followed by a closing quote or bracket)
 # and whitespace; "3.5" and "e.g." inside a word do not end it because whitespace must follow.
 _END = re.compile(r"""[.!?…]+["')\]]*\s+""")
+_FINAL = re.compile(r"""[.!?…]+["')\]]*\s*$""")
+
+
+def end_at_sentence(text: str) -> str:
+    """Cut an unfinished last sentence (the token cap stopped the model mid-sentence) when at
+    least one whole sentence comes before it; a comment of one unfinished sentence stays as it is."""
+    stripped = text.strip()
+    if _FINAL.search(stripped):
+        return stripped
+    ends = list(_END.finditer(stripped))
+    return stripped[: ends[-1].end()].strip() if ends else stripped
 
 
 class SentenceSplitter:
