@@ -35,7 +35,9 @@ give components an ``elem_id`` and scope every selector to ``#ELEM_ID``:
   does not); its ``src`` is ``http://HOST:PORT/gradio_api/file=...``, as is the download link
   ``a[data-testid="download-link"]``. The visible ``audio.standard-player`` stays without ``src``,
   even with ``WaveformOptions(show_recording_waveform=False)``. ``autoplay=True`` plays it to the
-  end (``ended`` becomes true) under ``--autoplay-policy=no-user-gesture-required``.
+  end (``ended`` becomes true) after a real click, under the desktop autoplay policy
+  (``--autoplay-policy=document-user-activation-required``); a script's ``click()`` is no user
+  activation, so the browser then blocks it (``play()`` rejects with ``NotAllowedError``).
 * Gradio keeps a connection open, so Playwright's ``networkidle`` never comes: wait on elements.
 """
 
@@ -74,7 +76,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
+    # What desktop browsers do: sound may autoplay only after the user has interacted with the page.
+    "--autoplay-policy=document-user-activation-required",
 ]
 
 

@@ -67,6 +67,19 @@ pytestmark = [
 COMMENT = re.compile(r"^`\d\d:\d\d\.\d` \S")  # a finished comment's raw Markdown: backtick clock, then words
 CLOCK = re.compile(r"^\d\d:\d\d\.\d$")
 VIEWPORT = {"width": 1280, "height": 900}
+# Counts real ``playing`` events of every media element the page plays (listeners go on the
+# element: media events do not leave the shadow roots Gradio's players live in).
+PLAYING_PROBE = """
+window.playingEvents = 0;
+const probedPlay = HTMLMediaElement.prototype.play;
+HTMLMediaElement.prototype.play = function (...args) {
+  if (!this.probed) {
+    this.probed = true;
+    this.addEventListener('playing', () => { window.playingEvents += 1; });
+  }
+  return probedPlay.apply(this, args);
+};
+"""
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -115,6 +128,7 @@ def open_tab(chromium: Browser, app: AppServer) -> Iterator[Callable[[], Page]]:
 
         def open_() -> Page:
             context = chromium.new_context(viewport=VIEWPORT)
+            context.add_init_script(PLAYING_PROBE)
             contexts.append(context)
             page = context.new_page()
             watched.append(guards.enter_context(offline_guard(page)))
@@ -198,9 +212,10 @@ def expect_live_picture_moves(page: Page, width: int, timeout: float = 10.0) -> 
 
 
 def expect_speech_played(page: Page, timeout_ms: float = 30_000) -> None:
-    """The streaming audio player got a source and actually played some of it (autoplay)."""
+    """The streaming audio player got a source, fired ``playing`` and played some of it (autoplay)."""
     audio = audio_element(page, "speech")
     expect(audio).to_have_attribute("src", re.compile(r"^(blob:|https?://)"), timeout=timeout_ms)
+    page.wait_for_function("() => window.playingEvents > 0", timeout=timeout_ms)
     page.wait_for_function(
         "a => a.played.length > 0 && a.currentTime > 0", arg=audio.element_handle(), timeout=timeout_ms
     )
@@ -232,6 +247,10 @@ def upload(page: Page, video: Path) -> None:
     page.locator("#upload input[type=file]").set_input_files(str(video))
     link = page.locator(f'#upload a[href*="/gradio_api/file="][href$="/{video.name}"]')
     expect(link).to_have_count(1, timeout=15_000)
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]))[1].tobytes()
 
 
 def looping_mjpeg(jpegs: list[bytes], fps: float) -> Callable[[Handler], None]:
@@ -301,9 +320,8 @@ def test_upload_streams_commentary_until_the_file_ends(app: AppServer, open_tab,
 
 def test_url_mjpeg_camera(app: AppServer, open_tab, tmp_path: Path) -> None:
     frames = render_frames([Segment(2, 0, moving=True), Segment(2, 3, moving=True)], 15, 320, 180)
-    jpegs = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]))[1].tobytes() for f in frames]
     camera = MjpegTestServer()
-    camera.routes["/video.mjpg"] = looping_mjpeg(jpegs, fps=15)
+    camera.routes["/video.mjpg"] = looping_mjpeg([jpeg(f) for f in frames], fps=15)
     try:
         page = open_tab()
         pick_mode(page, "URL")
@@ -382,3 +400,88 @@ def test_two_tabs_see_only_their_own_video_and_words(app: AppServer, open_tab, m
     tab_b.context.close()
     wait_health(app.url, 0, timeout=5)
     print(f"tab-close teardown (two tabs, one still live): {time.monotonic() - closed:.2f} s")
+
+
+# Starts a URL session from inside the page with script clicks, which are no user activation.
+# Playwright's own actions (even waiting on a locator) count as one, so until the page reports
+# on the console the test must not touch it.
+SCRIPTED_START = """
+if (location.hash.startsWith('#autostart=')) {
+  const target = decodeURIComponent(location.hash.slice('#autostart='.length));
+  const say = console.info.bind(console);  // bound now: the app may replace console.log later
+  let stage = 0;
+  const timer = setInterval(() => {
+    const radio = document.querySelector('#source-mode input[value="URL"]');
+    const box = document.querySelector('#url textarea, #url input');
+    const note = document.getElementById('autoplay-note');
+    if (stage === 0 && radio && !box) radio.click();  // again until the app, once live, shows the box
+    else if (stage === 0 && box) {
+      box.value = target;
+      box.dispatchEvent(new Event('input', { bubbles: true }));
+      stage = 2;
+    } else if (stage === 2) {
+      say('activation at start: ' + navigator.userActivation.hasBeenActive);
+      document.getElementById('start').click();
+      stage = 3;
+    } else if (stage === 3 && note && note.style.display === 'block') {
+      say('autoplay blocked');
+      clearInterval(timer);
+    }
+  }, 200);
+}
+"""
+
+
+def test_blocked_autoplay_says_what_to_do_and_a_click_starts_the_speech(
+    app: AppServer, chromium: Browser, tmp_path: Path
+) -> None:
+    """A session started without any user activation: the browser refuses to autoplay, the page
+    says what to do, and the user's next real click starts the speech."""
+    frames = render_frames([Segment(2, 0, moving=True), Segment(2, 3, moving=True)], 15, 320, 180)
+    camera = MjpegTestServer()
+    camera.routes["/video.mjpg"] = looping_mjpeg([jpeg(f) for f in frames], fps=15)
+    context = chromium.new_context(viewport=VIEWPORT)
+    try:
+        context.add_init_script(PLAYING_PROBE)
+        context.add_init_script(SCRIPTED_START)
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(f"{app.url}/#autostart={camera.url('/video.mjpg')}")
+        try:
+            page.wait_for_event("console", lambda m: m.text == "autoplay blocked", timeout=40_000)
+        except sync_api.TimeoutError:
+            raise AssertionError(f"the page never reported blocked autoplay; console: {console}") from None
+        assert "activation at start: false" in console, console
+        note = page.locator("#autoplay-note")
+        expect(note).to_be_visible()
+        expect(note).to_contain_text("Click anywhere on the page")
+        assert page.evaluate("window.playingEvents") == 0
+        screenshot(page, tmp_path, "autoplay_blocked")
+        page.locator("#chat").click()  # a real click anywhere
+        page.wait_for_function("() => window.playingEvents > 0", timeout=10_000)
+        expect(note).to_be_hidden()
+        page.locator("#stop").click()
+        wait_health(app.url, 0, timeout=10)
+    finally:
+        context.close()
+        camera.close()
+
+
+def test_speech_controls_switch_voice_and_mute(app: AppServer, open_tab, story_video: Path) -> None:
+    page = open_tab()
+    engine = page.locator("#speech-engine input")
+    expect(engine).to_have_value("espeak-ng (offline)")
+    voice = page.locator("#voice input")
+    expect(voice).to_have_value("en-us")
+    voice.fill("de")
+    voice.press("Enter")
+    page.locator("#mute input").check()
+    upload(page, story_video)
+    page.locator("#start").click()
+    expect_commentary(page, 2)
+    assert page.evaluate("window.playingEvents") == 0  # muted: nothing was played
+    page.locator("#mute input").uncheck()
+    expect_speech_played(page)
+    page.locator("#stop").click()
+    wait_health(app.url, 0, timeout=10)

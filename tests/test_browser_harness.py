@@ -17,8 +17,8 @@ What a real Chromium showed with Gradio 6.17.3 (more in ``tests/browser.py``):
   would reach out. System fonts in the theme skip even the local font download.
 * Gradio keeps a connection open (heartbeat), so Playwright's ``networkidle`` never comes; wait
   for elements or values instead.
-* A ``gr.Audio`` output with ``autoplay=True`` plays to the end in headless Chromium under
-  ``--autoplay-policy=no-user-gesture-required``.
+* A ``gr.Audio`` output with ``autoplay=True`` plays to the end in headless Chromium after a real
+  click, under the desktop autoplay policy (``--autoplay-policy=document-user-activation-required``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ CSS = """
 .status-strip { display: flex; flex-wrap: wrap; gap: 6px; font-size: 0.85em; }
 .status-strip .pill { padding: 2px 8px; border-radius: 999px; background: rgba(127,127,127,0.15); }
 .banner { border-left: 4px solid #e8a317; padding: 6px 12px; }
+.small-note { font-size: 0.8em; opacity: 0.75; }
 """
 # System fonts only: the default theme would fetch web fonts from a CDN, which breaks offline use.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -47,6 +48,9 @@ AUTOPLAY_NOTE = (
 )
 AUTOPLAY_HEAD = """<script>
 (() => {
+  // Gradio's streaming player calls play() once the stream is ready; a browser that blocks it
+  // rejects with NotAllowedError. Watch every media element that way (media events do not leave
+  // shadow roots, so listeners go on the element itself).
   const blocked = new Set();
   const show = (on) => {
     const note = document.getElementById('autoplay-note');
@@ -54,6 +58,13 @@ AUTOPLAY_HEAD = """<script>
   };
   const play = HTMLMediaElement.prototype.play;
   HTMLMediaElement.prototype.play = function (...args) {
+    if (!this.onlookerWatched) {
+      this.onlookerWatched = true;
+      this.addEventListener('playing', () => {
+        blocked.delete(this);
+        if (!blocked.size) show(false);
+      });
+    }
     const result = play.apply(this, args);
     if (result && result.catch) {
       result.catch((err) => {
@@ -62,14 +73,21 @@ AUTOPLAY_HEAD = """<script>
     }
     return result;
   };
-  document.addEventListener('playing', () => { blocked.clear(); show(false); }, true);
   document.addEventListener('pointerdown', () => {
     for (const media of blocked) play.call(media).catch(() => {});
   }, true);
 })();
 </script>"""
 # Muting also silences what the player already holds (up to a chunk), not just what comes next.
-MUTE_PLAYER_JS = "(m) => { document.querySelectorAll('#speech audio').forEach((a) => { a.muted = m; }); return m; }"
+MUTE_PLAYER_JS = """(muted) => {
+  const walk = (root) => root.querySelectorAll('*').forEach((el) => {
+    if (el instanceof HTMLMediaElement) el.muted = muted;
+    if (el.shadowRoot) walk(el.shadowRoot);
+  });
+  const box = document.getElementById('speech');
+  if (box) walk(box);
+  return muted;
+}"""
 
 
 def speech_info(manager: SessionManager) -> str:
@@ -157,14 +175,15 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                         engines,
                         value=speech_prefs.engine,
                         label="Speech engine",
-                        info=speech_info(manager),
                         interactive=bool(engines),
+                        scale=2,
                         elem_id="speech-engine",
                     )
                     voice = gr.Dropdown(
                         label="Voice", allow_custom_value=True, elem_id="voice", **handlers.voice_settings(manager, "")
                     )
                     mute = gr.Checkbox(value=False, label="Mute speech", elem_id="mute")
+                gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
                 instruction = gr.Textbox(
                     label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
                 )
