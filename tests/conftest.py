@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import sys
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,16 @@ def story_video(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def short_video(media_dir: Path) -> Path:
     return write_video(media_dir / "short.mp4", [Segment(1.0, 0), Segment(1.0, 1, moving=True)])
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random faster-whisper model built offline (``tests/tiny_whisper.py``)."""
+    if not all(importlib.util.find_spec(name) for name in ("faster_whisper", "ctranslate2")):
+        pytest.skip("faster-whisper is not installed: pip install -r requirements-dev.txt")
+    from tiny_whisper import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper") / "ct2")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

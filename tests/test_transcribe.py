@@ -32,15 +32,6 @@ needs_faster_whisper = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not HAVE_FASTER_WHISPER:
-        pytest.skip("faster-whisper is not installed: pip install -r requirements-dev.txt")
-    from tests.tiny_whisper import build_tiny_whisper
-
-    return build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper") / "ct2")
-
-
 @pytest.fixture(scope="module")
 def whisper(tiny_whisper: Path) -> FasterWhisperTranscriber:
     return FasterWhisperTranscriber(str(tiny_whisper))

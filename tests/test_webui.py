@@ -233,3 +233,39 @@ def test_speech_speaks_kept_comments(tmp_path, monkeypatch, short_video):
     rate, samples = chunks[0]
     assert rate == 24000 and samples.dtype == np.int16 and len(samples) > rate * 0.3
     assert np.abs(samples.astype(np.int32)).max() > 1000  # real speech, not silence
+
+
+@pytest.fixture
+def spoken_instruction() -> tuple[int, np.ndarray]:
+    """A real recording of a spoken instruction (espeak-ng), as Gradio's microphone hands it over."""
+    from pipeline.prompts import Voice
+    from pipeline.speech.espeak import EspeakEngine
+
+    speech = EspeakEngine().synthesize("focus on the goalkeeper", Voice())
+    return speech.sample_rate, speech.samples
+
+
+def test_a_spoken_instruction_joins_the_live_instructions(
+    tmp_path, monkeypatch, story_video, tiny_whisper, spoken_instruction
+):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(tts="none", stt_model=str(tiny_whisper))
+    mgr = SessionManager(settings, Choice(ScriptedBackend(), "t"), load_presets(), load_profiles())
+    assert mgr.transcriber is not None and mgr.stt_reason == ""
+    try:
+        box, recorder = handlers.voice_instruction(mgr, "tab", spoken_instruction)
+        assert box.strip() and recorder is None  # no session yet: the words wait in the box
+        viewer = mgr.start("tab", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
+        assert handlers.voice_instruction(mgr, "tab", spoken_instruction) == ("", None)
+        assert len(viewer.session.commentator.instructions) == 1  # random tiny model: words, not wording
+        with pytest.raises(gr.Error, match=r"shorter than 0\.3 s"):
+            handlers.voice_instruction(mgr, "tab", (16000, np.zeros(1000, np.int16)))
+    finally:
+        mgr.close_all()
+
+
+def test_without_a_speech_recogniser_the_microphone_says_why(manager, spoken_instruction):
+    assert manager.transcriber is None
+    assert "--stt-model" in manager.stt_reason
+    with pytest.raises(gr.Error, match="Speech input is off"):
+        handlers.voice_instruction(manager, "tab", spoken_instruction)

@@ -187,6 +187,16 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                 instruction = gr.Textbox(
                     label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
                 )
+                mic = gr.Audio(
+                    sources=["microphone"],
+                    type="numpy",
+                    label="…or say it" + ("" if manager.transcriber else " (off)"),
+                    interactive=manager.transcriber is not None,
+                    elem_id="mic",
+                )
+                gr.Markdown(
+                    manager.stt_reason, visible=bool(manager.stt_reason), elem_id="mic-off", elem_classes=["small-note"]
+                )
                 with gr.Row():
                     profile = gr.Dropdown(
                         profiles, value=settings.profile.strip().lower(), label="Profile", elem_id="profile"
@@ -223,6 +233,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         profile.change(keyed(handlers.change_profile), profile, None)
         preset.change(keyed(handlers.change_preset), preset, None)
         instruction.submit(keyed(handlers.instruct), instruction, instruction)
+        mic.stop_recording(keyed(handlers.voice_instruction), mic, [instruction, mic])
         engine.change(keyed(handlers.change_engine), engine, voice, queue=False)
         voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False)
         mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_PLAYER_JS)

@@ -151,6 +151,26 @@ def set_sync(manager: SessionManager, key: str, on: bool) -> None:
     manager.set_sync(key, bool(on))
 
 
+def voice_instruction(
+    manager: SessionManager, key: str, recording: tuple[int, np.ndarray] | None
+) -> tuple[str | dict[str, Any], None]:
+    """A spoken instruction: transcribe it and send it on, like a typed one. Returns (instruction
+    box, cleared recorder); when no session takes it, the words wait in the box, never lost."""
+    if recording is None:
+        return gr.update(), None
+    if manager.transcriber is None:
+        raise gr.Error(manager.stt_reason, print_exception=False)
+    try:
+        text = manager.transcriber.transcribe(*recording)
+    except OnlookerError as exc:
+        raise gr.Error(str(exc), title="Could not hear the instruction", print_exception=False) from None
+    if not manager.instruct(key, text):
+        gr.Warning(f"Heard “{text}”. Start a source first; the instruction is kept in the box.")
+        return text, None
+    gr.Info(f"Heard: {text}")
+    return "", None
+
+
 def instruct(manager: SessionManager, key: str, text: str) -> str:
     """Send a live instruction; the box empties when it was taken, and keeps the text otherwise."""
     if not text.strip():

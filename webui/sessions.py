@@ -32,6 +32,7 @@ from pipeline.sources.resolve import open_source
 from pipeline.sources.webcam import PushSource
 from pipeline.speech.choice import choose_speech
 from pipeline.speech.speaker import SpeechOptions
+from pipeline.speech.transcribe import find_transcriber
 from webui.live import LiveView
 from webui.status import StatusSnapshot
 
@@ -151,6 +152,7 @@ class SessionManager:
         self.presets = presets
         self.profiles = profiles
         self.speech = choose_speech(settings, choice.backend)
+        self.transcriber, self.stt_reason = find_transcriber(settings.stt_model, choice.backend)
         self._viewers: dict[str, Viewer] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
         self._voices: dict[str, VoicePrefs] = {}
