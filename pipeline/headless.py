@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
-from pathlib import Path
 from typing import TextIO
 
 from pipeline.backends.base import Backend, create_backend
@@ -84,13 +83,6 @@ def collect_audio(session: Session, narration: NarrationTrack, wait: bool) -> No
         narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples))
 
 
-def write_narration(track: NarrationTrack, session: Session, path: Path) -> str:
-    """Write the narration WAV, as long as the source played, and say where it went."""
-    played = session.hub.latest.media_time if session.hub.latest else 0.0
-    track.write(path, min_seconds=played)
-    return f"{path} ({max(track.seconds, played):.1f} s)"
-
-
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
     """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
     run = load_run_config(settings)
@@ -115,7 +107,7 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         narration = NarrationTrack()
         if session.speaker is not None and settings.audio_out is not None:
             stack.callback(
-                lambda: notes.write(f"· narration: {write_narration(narration, session, settings.audio_out)}\n")
+                lambda: notes.write(f"· narration: {narration.save(settings.audio_out, session.media_now())}\n")
             )
         session.start(source)
         try:

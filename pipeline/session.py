@@ -44,9 +44,7 @@ class Session:
             model_voice=speech is not None and speech.engine is None,
         )
         self.speaker = (
-            Speaker(
-                self.bus, self.gate, speech, lambda: self.commentator.profile.voice, self._media_now, self.bus.close
-            )
+            Speaker(self.bus, self.gate, speech, lambda: self.commentator.profile.voice, self.media_now, self.bus.close)
             if speech and self.gate
             else None
         )
@@ -69,13 +67,14 @@ class Session:
         if self.watchdog is not None:
             self.watchdog.frame_arrived()
 
-    def _media_now(self) -> float:
+    def media_now(self) -> float:
+        """Media time of the newest frame (0 before the first)."""
         return self.hub.latest.media_time if self.hub.latest else 0.0
 
     def _on_status(self, state: str, detail: str) -> None:
         source = self.source
         name = source.display_name if source else ""
-        t = self._media_now()
+        t = self.media_now()
         self.bus.publish(SourceStatus(t=t, state=state, detail=detail, source=name))
         if state == "failed":
             self.bus.publish(ErrorEvent(t=t, message=detail, fatal=True))

@@ -221,18 +221,27 @@ def test_instruction_without_a_session_is_kept_in_the_box(manager):
     assert handlers.instruct(manager, "nobody", "look left") == "look left"
 
 
-def test_speech_speaks_kept_comments(tmp_path, monkeypatch, short_video):
+def test_speech_speaks_kept_comments_and_the_tab_can_save_them(tmp_path, monkeypatch, short_video):
+    import wave
+
     monkeypatch.chdir(tmp_path)
     mgr = SessionManager(load_settings(tts="espeak"), Choice(ScriptedBackend(), "t"), load_presets(), load_profiles())
     try:
+        with pytest.raises(gr.Error, match="Nothing has been spoken yet"):
+            handlers.save_narration(mgr, "tab")
         mgr.start("tab", SourceRequest("Upload", str(short_video)), "narrator", "balanced")
         chunks = list(handlers.speech(mgr, "tab"))
+        saved = handlers.save_narration(mgr, "tab")
     finally:
         mgr.close_all()
     assert chunks
     rate, samples = chunks[0]
     assert rate == 24000 and samples.dtype == np.int16 and len(samples) > rate * 0.3
     assert np.abs(samples.astype(np.int32)).max() > 1000  # real speech, not silence
+    with wave.open(saved["value"]) as wav:
+        assert wav.getframerate() == 24000 and wav.getnframes() >= sum(len(c[1]) for c in chunks)
+        track = np.frombuffer(wav.readframes(wav.getnframes()), np.int16)
+    assert np.abs(track.astype(np.int32)).max() > 1000 and saved["visible"] is True
 
 
 @pytest.fixture

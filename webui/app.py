@@ -184,6 +184,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                     )
                     mute = gr.Checkbox(value=False, label="Mute speech", elem_id="mute")
                 gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
+                with gr.Row():
+                    save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
+                    narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
                 instruction = gr.Textbox(
                     label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
                 )
@@ -236,6 +239,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         mic.stop_recording(keyed(handlers.voice_instruction), mic, [instruction, mic])
         engine.change(keyed(handlers.change_engine), engine, voice, queue=False)
         voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False)
+        save.click(keyed(handlers.save_narration), None, narration)
         mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_PLAYER_JS)
         gr.Timer(1.0).tick(keyed(lambda m, key: handlers.status_html(m, key)), None, status, concurrency_limit=None)
 

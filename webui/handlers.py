@@ -7,14 +7,17 @@ except ``gradio.Error`` raised to show the user a clear message in a toast.
 from __future__ import annotations
 
 import html
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from pipeline.errors import OnlookerError
+from pipeline.speech.engines import Speech
 from webui.chat import ChatLog
 from webui.sessions import SessionManager, SourceRequest
 from webui.status import device_summary, render_status
@@ -81,7 +84,21 @@ def speech(manager: SessionManager, key: str) -> Iterator[tuple[int, np.ndarray]
     if viewer is None or viewer.session.speaker is None:
         return
     for chunk in viewer.session.speaker.outputs():
+        viewer.narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples))
         yield chunk.sample_rate, chunk.samples
+
+
+def save_narration(manager: SessionManager, key: str) -> dict[str, Any]:
+    """This tab's narration so far as one WAV on the media timeline (mux it onto the source)."""
+    viewer = manager.get(key)
+    if viewer is None or viewer.narration.sample_rate is None:
+        raise gr.Error("Nothing has been spoken yet in this tab.", print_exception=False)
+    folder = Path(tempfile.mkdtemp(prefix="onlooker-narration-"))
+    summary = viewer.narration.save(folder / "narration.wav", viewer.session.media_now())
+    if viewer.narration.truncated:
+        gr.Warning("Only the first hour of narration is kept; later speech is not in the file.")
+    gr.Info(f"Narration saved: {summary}")
+    return gr.update(value=str(folder / "narration.wav"), visible=True)
 
 
 ENGINE_LABELS = {

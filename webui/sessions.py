@@ -31,6 +31,7 @@ from pipeline.sources.file import FileSource
 from pipeline.sources.resolve import open_source
 from pipeline.sources.webcam import PushSource
 from pipeline.speech.choice import choose_speech
+from pipeline.speech.narration import NarrationTrack
 from pipeline.speech.speaker import SpeechOptions
 from pipeline.speech.transcribe import find_transcriber
 from webui.live import LiveView
@@ -39,6 +40,7 @@ from webui.status import StatusSnapshot
 log = logging.getLogger(__name__)
 
 MODES = ("Webcam", "Upload", "URL")
+NARRATION_LIMIT = 3600.0  # seconds of media timeline a tab's saved narration covers (~170 MB at most)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Viewer:
         self.live = LiveView(self.session.hub, sync=settings.live_sync)
         self.status = StatusSnapshot()
         self.chat = self.session.bus.subscribe("chat", maxsize=10_000)
+        self.narration = NarrationTrack(max_seconds=NARRATION_LIMIT)  # what the player was sent, to save
         self._monitor_sub = self.session.bus.subscribe("monitor", maxsize=10_000)
         self._captures: deque[float] = deque(maxlen=32)
         self._monitor = threading.Thread(target=self._watch, name="viewer-monitor", daemon=True)

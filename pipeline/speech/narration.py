@@ -17,8 +17,10 @@ from pipeline.speech.engines import Speech
 class NarrationTrack:
     """Collects utterances at media times; ``write`` renders the whole track."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_seconds: float | None = None) -> None:
         self.sample_rate: int | None = None
+        self.max_seconds = max_seconds  # a long-running monitor must not keep hours of audio in memory
+        self.truncated = False
         self._placed: list[tuple[int, np.ndarray]] = []  # (start sample, samples)
         self._end = 0
 
@@ -29,6 +31,9 @@ class NarrationTrack:
         if speech.sample_rate != self.sample_rate:
             raise ValueError(f"utterance at {speech.sample_rate} Hz in a {self.sample_rate} Hz track")
         start = max(round(media_time * self.sample_rate), self._end)
+        if self.max_seconds is not None and start + len(speech.samples) > self.max_seconds * self.sample_rate:
+            self.truncated = True
+            return start / self.sample_rate
         self._placed.append((start, speech.samples))
         self._end = start + len(speech.samples)
         return start / self.sample_rate
@@ -49,3 +54,8 @@ class NarrationTrack:
             out.setframerate(rate)
             out.writeframes(track.tobytes())
         return path
+
+    def save(self, path: Path, played: float) -> str:
+        """Write the track, as long as the source played (``played`` seconds), and say where it went."""
+        self.write(path, min_seconds=played)
+        return f"{path} ({max(self.seconds, played):.1f} s)"
