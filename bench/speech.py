@@ -275,7 +275,7 @@ def main() -> None:
         "comments_suppressed": dict(Counter(e.suppressed for e in finished if e.suppressed)),
         "comments_spoken": len(started),
         "speech_skipped": dict(Counter(e.reason for e in skipped)),
-        "spoken_in_part (started, then skipped)": len(set(started_at) & {e.comment_id for e in skipped}),
+        "spoken_in_part": len(set(started_at) & {e.comment_id for e in skipped}),
         "wait_ms_no_wait (player silent)": no_wait_sum,
         "wait_ms_all": summary([s.wait_ms for s in started]),
         "synthesis_alone": synth,

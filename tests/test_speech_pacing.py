@@ -35,10 +35,10 @@ from pipeline.events import (
 from pipeline.prompts import Voice, load_profiles
 from pipeline.session import Session
 from pipeline.sources.file import FileSource
-from pipeline.speech.audio import OUTPUT_RATE, ChunkBuffer, LevelKeeper
+from pipeline.speech.audio import OUTPUT_RATE, ChunkBuffer, LevelKeeper, trim_silence
 from pipeline.speech.gate import COMMIT_AHEAD, SpeechGate
 from pipeline.speech.sentences import end_at_sentence
-from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
+from pipeline.speech.speaker import SENTENCE_PAUSE, AudioOut, Speaker, SpeechOptions
 
 PAUSE = 0.3
 
@@ -127,7 +127,8 @@ def test_speech_starts_after_the_first_sentence_not_the_whole_comment(rig: Rig) 
     rest = rig.finish()
     assert rig.engine.spoken == ["One two three.", "Four five six"]
     assert_no_overlap([first, *rest])
-    assert len(voiced_spans([first, *rest])) == 1  # the two sentences run on without a gap
+    (_, end), (start, _) = voiced_spans([first, *rest])  # the sentences follow each other at once,
+    assert abs(start - end - SENTENCE_PAUSE) <= 0.02  # with the short pause between sentences
 
 
 def test_comments_never_overlap_and_are_a_breathing_pause_apart(rig: Rig) -> None:
@@ -220,6 +221,14 @@ def test_one_gain_per_utterance_moving_slowly_between_them() -> None:
     after_loud = level.observe(loud)
     assert 0.2 < after_loud < first  # moves toward the loud one's gain, not all the way at once
     assert LevelKeeper.voiced_rms(np.concatenate([loud, np.zeros(24000)])) == pytest.approx(0.5 / np.sqrt(2), 0.01)
+
+
+def test_engine_padding_is_trimmed_so_the_pauses_are_ours() -> None:
+    voice = np.full(2400, 0.5, np.float32)
+    padded = np.concatenate([np.zeros(240, np.float32), voice, np.zeros(6000, np.float32)])  # espeak-like
+    trimmed = trim_silence(padded)
+    assert len(trimmed) == 240 + 2400 + 1200  # 10 ms lead kept whole, 0.25 s tail cut to 50 ms
+    assert len(trim_silence(np.zeros(4800, np.float32))) == 0
 
 
 def test_chunk_buffer_hands_out_exact_chunks() -> None:

@@ -90,6 +90,20 @@ def to_int16(samples: np.ndarray, gain: float = 1.0) -> np.ndarray:
     return np.clip(np.round(samples * gain * 32767.0), -32768, 32767).astype(np.int16)
 
 
+def trim_silence(samples: np.ndarray, level: float = 0.01, keep: float = 0.05, rate: int = OUTPUT_RATE) -> np.ndarray:
+    """Cut leading and trailing silence (5 ms frames quieter than ``level``), keeping ``keep`` seconds
+    of each so the voice does not start or stop abruptly."""
+    frame = rate // 200
+    usable = len(samples) // frame * frame
+    if usable == 0:
+        return samples
+    loud = np.flatnonzero(np.abs(samples[:usable].reshape(-1, frame)).max(axis=1) >= level)
+    if not len(loud):
+        return samples[:0]
+    margin = round(keep * rate)
+    return samples[max(loud[0] * frame - margin, 0) : min((loud[-1] + 1) * frame + margin, len(samples))]
+
+
 def silence(seconds: float, rate: int = OUTPUT_RATE) -> np.ndarray:
     return np.zeros(max(round(seconds * rate), 0), dtype=np.int16)
 

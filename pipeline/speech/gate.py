@@ -56,12 +56,14 @@ class SpeechGate:
         with self._lock:
             self.lead = min(max(0.7 * self.lead + 0.3 * seconds, LEAD_RANGE[0]), LEAD_RANGE[1])
 
-    def pause_needed(self) -> float:
-        """Silence to put before a new comment's audio so utterances are ``pause`` apart."""
+    def pause_needed(self, pause: float | None = None) -> float:
+        """Silence to put before the next audio so it starts ``pause`` (default: the breathing pause)
+        after the booked audio ends; less when the player has already been silent a while."""
         with self._lock:
             if not self._booked:
                 return 0.0
-            return max(self.pause - max(self.clock() - self._until, 0.0), 0.0)
+            wanted = self.pause if pause is None else pause
+            return max(wanted - max(self.clock() - self._until, 0.0), 0.0)
 
     def book(self, seconds: float) -> float:
         """Queue ``seconds`` of audio behind what is booked; returns when it starts playing."""

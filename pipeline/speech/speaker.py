@@ -40,7 +40,15 @@ from pipeline.events import (
     SpeechStarted,
 )
 from pipeline.prompts import Voice
-from pipeline.speech.audio import OUTPUT_RATE, ChunkBuffer, LevelKeeper, StreamResampler, silence, to_int16
+from pipeline.speech.audio import (
+    OUTPUT_RATE,
+    ChunkBuffer,
+    LevelKeeper,
+    StreamResampler,
+    silence,
+    to_int16,
+    trim_silence,
+)
 from pipeline.speech.engines import Speech, SpeechEngine
 from pipeline.speech.gate import COMMIT_AHEAD, SpeechGate
 from pipeline.speech.sentences import SentenceSplitter
@@ -48,6 +56,7 @@ from pipeline.speech.sentences import SentenceSplitter
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between looks at the playback clock when no event arrives
+SENTENCE_PAUSE = 0.2  # between sentences of one comment (the breathing pause is between comments)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class _Piece:
     comment_id: int
     samples: np.ndarray  # int16 at OUTPUT_RATE, levelled
     ready: float  # clock time its sentence was complete
+    follows_sentence: bool = False  # a later sentence of its comment: a short pause goes before it
 
 
 @dataclass(slots=True)
@@ -265,9 +275,11 @@ class Speaker:
         if not chunks:
             return
         resampler = StreamResampler()
-        self._queue(comment, np.concatenate([*(resampler.feed(c) for c in chunks), resampler.finish()]), ready)
+        samples = np.concatenate([*(resampler.feed(c) for c in chunks), resampler.finish()])
+        # Engines pad a sentence with silence (espeak-ng: ~0.25 s after it); the pauses are ours to set.
+        self._queue(comment, trim_silence(samples), ready, sentence=True)
 
-    def _queue(self, comment: _Comment, samples: np.ndarray, ready: float) -> None:
+    def _queue(self, comment: _Comment, samples: np.ndarray, ready: float, sentence: bool = False) -> None:
         """Level float audio with the running gain and queue it; the gain then learns from it."""
         if not len(samples):
             return
@@ -278,7 +290,8 @@ class Speaker:
             comment.gain = previous if previous is not None else learned
             self.gate.observe_lead(time.time() - comment.trigger_wall)
         comment.pieces += 1
-        self._pending.append(_Piece(comment.comment_id, to_int16(samples, comment.gain), comment.first_ready))
+        samples = to_int16(samples, comment.gain)
+        self._pending.append(_Piece(comment.comment_id, samples, comment.first_ready, sentence and comment.pieces > 1))
 
     def _drop(self, comment: _Comment, reason: str) -> None:
         """Nothing more of this comment will be spoken."""
@@ -309,6 +322,8 @@ class Speaker:
                     self._drop(comment, reason)
                     continue
                 self._begin(comment, piece, now)
+            elif piece.follows_sentence:
+                self._emit(silence(self.gate.pause_needed(SENTENCE_PAUSE)))
             self._pending.popleft()
             self._emit(piece.samples)
             comment.ends_at = self.gate.until
