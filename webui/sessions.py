@@ -164,6 +164,11 @@ class SessionManager:
     def voice_prefs(self, key: str) -> VoicePrefs:
         """This tab's speech choices (the run's defaults until the tab changes them)."""
         with self._lock:
+            return self._voices.get(key) or VoicePrefs(self.speech.default, self.settings.tts_voice)
+
+    def _keep_prefs(self, key: str) -> VoicePrefs:
+        """This tab's speech choices, kept so that changes to them last across restarts."""
+        with self._lock:
             return self._voices.setdefault(key, VoicePrefs(self.speech.default, self.settings.tts_voice))
 
     def speech_options(self, key: str) -> SpeechOptions | None:
@@ -183,7 +188,7 @@ class SessionManager:
         if engine is not None and engine not in self.speech.engines:
             allowed = ", ".join(self.speech.engines) or "none available"
             raise OnlookerError(f"unknown speech engine '{engine}'; allowed: {allowed}")
-        prefs = self.voice_prefs(key)
+        prefs = self._keep_prefs(key)
         prefs.engine, prefs.voice = engine, voice or None
         viewer = self.get(key)
         if viewer is not None and viewer.session.speaker is not None and engine is not None:
@@ -191,7 +196,7 @@ class SessionManager:
             viewer.session.commentator.model_voice = self.speech.engines[engine] is None
 
     def set_muted(self, key: str, muted: bool) -> None:
-        self.voice_prefs(key).muted = muted
+        self._keep_prefs(key).muted = muted
         viewer = self.get(key)
         if viewer is not None and viewer.session.speaker is not None:
             viewer.session.speaker.set_muted(muted)

@@ -44,9 +44,11 @@ class NarrationTrack:
 
     def write(self, path: Path, min_seconds: float = 0.0) -> Path:
         """Write 16-bit mono PCM WAV, at least ``min_seconds`` long (the source's length)."""
-        rate = self.sample_rate or 22050
-        track = np.zeros(max(self._end, round(min_seconds * rate)), dtype=np.int16)
-        for start, samples in self._placed:
+        rate = self.sample_rate or 24000
+        placed = list(self._placed)  # a snapshot: the UI saves while the speech stream keeps adding
+        end = max((start + len(samples) for start, samples in placed), default=0)
+        track = np.zeros(max(end, round(min_seconds * rate)), dtype=np.int16)
+        for start, samples in placed:
             track[start : start + len(samples)] = samples
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
