@@ -1,8 +1,8 @@
 """Any Hugging Face image-text-to-text model through ``transformers`` (Qwen2-VL, LLaVA, Idefics3, ...).
 
 Imported only when this backend is chosen, so torch is paid for only then. ``generate`` runs in a
-worker thread and feeds a ``TextIteratorStreamer``; the consumer polls it with a short timeout so a
-worker that died, stalled or was cancelled can never leave the pipeline blocked on the queue.
+worker thread (``pipeline.backends.worker``) whose streamer hands text to a queue the consumer polls
+with a short timeout, so a worker that died, stalled or was cancelled never blocks the pipeline.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import copy
 import gc
 import inspect
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1  # how often the consumer re-checks cancel, worker health and the token deadline
 THREAD_NAME = "onlooker-transformers-generate"
 # Enough to load any transformers model; skips *.bin/*.pth/*.gguf/ONNX duplicates that can be many GB.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
@@ -286,7 +285,7 @@ class TransformersVLM(Backend):
 
     def stream(self, request: CommentRequest) -> Iterator[str]:
         """Yield text deltas as the worker thread generates them; stop on cancel, failure or a stall."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
         model = self._model
         if model is None:
@@ -295,74 +294,39 @@ class TransformersVLM(Backend):
             return
         request.timings["model_start"] = time.perf_counter()
         inputs = self._prepare(request)
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=POLL_S)
-        stop = threading.Event()  # set by the consumer when it leaves, for whatever reason
-        started = threading.Event()  # set once the worker holds the model lock
-        failure: list[BaseException] = []
+        config = self._generation_config(request)
+        tokenizer = self._tokenizer
 
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-                halt = stop.is_set() or request.cancel.is_set()
-                return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)
+        def produce(emit: Callable[[str], None], should_stop: Callable[[], bool]) -> None:
+            class _Emit(TextStreamer):
+                def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                    if text:
+                        emit(text)
 
-        generate_kwargs = dict(
-            **inputs,
-            generation_config=self._generation_config(request),
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([_Cancel()]),
-        )
+            class _Cancel(StoppingCriteria):
+                def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+                    halt = should_stop()
+                    return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)
 
-        def work() -> None:
-            try:
-                while not self._lock.acquire(timeout=POLL_S):
-                    if stop.is_set() or request.cancel.is_set():
-                        return
-                try:
-                    if stop.is_set() or request.cancel.is_set():
-                        return
-                    started.set()
-                    with torch.inference_mode():
-                        model.generate(**generate_kwargs)
-                finally:
-                    self._lock.release()
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                streamer.on_finalized_text("", stream_end=True)  # idempotent end marker: never leave the queue open
+            streamer = _Emit(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            with torch.inference_mode():
+                model.generate(
+                    **inputs,
+                    generation_config=config,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                )
 
-        worker = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
-        worker.start()
-        try:
-            last = time.perf_counter()
-            while not request.cancel.is_set():
-                try:
-                    text = next(streamer)
-                except StopIteration:
-                    break
-                except queue.Empty:
-                    if not started.is_set():
-                        last = time.perf_counter()  # waiting for another session's generation is not a stall
-                    if not worker.is_alive() and streamer.text_queue.empty():
-                        break
-                    if time.perf_counter() - last > self.token_timeout:
-                        raise BackendError(
-                            f"model '{self.model_id}' produced no token for {self.token_timeout:g} s "
-                            "(--token-timeout / ONLOOKER_TOKEN_TIMEOUT)"
-                        ) from None
-                    continue
-                last = time.perf_counter()
-                if text:
-                    request.timings.setdefault("model_first_token", last)
-                    yield text
-            worker.join(timeout=self.token_timeout)
-            if failure:
-                exc = failure[0]
-                raise BackendError(f"model '{self.model_id}' failed while generating: {type(exc).__name__}: {exc}")
-        finally:
-            stop.set()
-            worker.join(timeout=self.token_timeout)
-            if worker.is_alive():
-                log.warning("generate thread still running %.0f s after being told to stop", self.token_timeout)
+        for text in stream_generation(
+            produce,
+            lock=self._lock,
+            cancel=request.cancel,
+            token_timeout=self.token_timeout,
+            what=f"model '{self.model_id}'",
+            thread_name=THREAD_NAME,
+        ):
+            request.timings.setdefault("model_first_token", time.perf_counter())
+            yield text
 
     def close(self) -> None:
         """Drop the model and return its memory (GPU memory included). Safe to call twice."""

@@ -1,0 +1,94 @@
+"""Run one blocking generation in a worker thread and stream what it emits, safely.
+
+Model libraries generate in a blocking call and hand text (and audio) out through callbacks or
+streamers; a streamer whose producer died blocks its reader forever. Here the producer runs in a
+thread that holds the model's lock, everything it emits goes through a queue the consumer polls
+with a short timeout, its exception is re-raised in the consumer, cancellation and the consumer
+leaving both tell it to stop, and a producer that goes quiet for ``token_timeout`` is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pipeline.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often the consumer re-checks cancel, worker health and the token deadline
+_DONE = object()
+
+Produce = Callable[[Callable[[Any], None], Callable[[], bool]], None]
+
+
+def stream_generation(
+    produce: Produce,
+    *,
+    lock: threading.Lock,
+    cancel: threading.Event,
+    token_timeout: float,
+    what: str,
+    thread_name: str,
+) -> Iterator[Any]:
+    """Yield what ``produce(emit, should_stop)`` emits, produced in a thread holding ``lock``.
+
+    ``produce`` must return soon after ``should_stop()`` turns true. Waiting for the lock (another
+    session generating) does not count toward ``token_timeout``.
+    """
+    items: queue.Queue[Any] = queue.Queue()
+    left = threading.Event()  # the consumer is gone, for whatever reason
+    started = threading.Event()  # the worker holds the lock
+    failure: list[BaseException] = []
+
+    def should_stop() -> bool:
+        return left.is_set() or cancel.is_set()
+
+    def work() -> None:
+        try:
+            while not lock.acquire(timeout=POLL_S):
+                if should_stop():
+                    return
+            try:
+                if should_stop():
+                    return
+                started.set()
+                produce(items.put, should_stop)
+            finally:
+                lock.release()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            items.put(_DONE)  # never leave the consumer waiting
+
+    worker = threading.Thread(target=work, name=thread_name, daemon=True)
+    worker.start()
+    try:
+        last = time.perf_counter()
+        while not cancel.is_set():
+            try:
+                item = items.get(timeout=POLL_S)
+            except queue.Empty:
+                if not started.is_set():
+                    last = time.perf_counter()
+                elif time.perf_counter() - last > token_timeout:
+                    raise BackendError(
+                        f"{what} produced no token for {token_timeout:g} s (--token-timeout / ONLOOKER_TOKEN_TIMEOUT)"
+                    ) from None
+                continue
+            if item is _DONE:
+                break
+            last = time.perf_counter()
+            yield item
+        if failure:
+            exc = failure[0]
+            raise BackendError(f"{what} failed while generating: {type(exc).__name__}: {exc}")
+    finally:
+        left.set()
+        worker.join(timeout=token_timeout)
+        if worker.is_alive():
+            log.warning("%s still running %.0f s after being told to stop", thread_name, token_timeout)
