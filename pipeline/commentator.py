@@ -98,6 +98,7 @@ class Commentator:
         self._on_exit = on_exit or (lambda: None)
         self.gate = gate  # when speech is on: no new comment while the last one is still to be spoken
         self.model_voice = model_voice  # the backend's own voice goes on the bus as audio events
+        self.stream_id = f"session-{id(self):x}"
 
     # --- live controls (any thread) ---
     def set_profile(self, profile: Profile) -> None:
@@ -240,6 +241,7 @@ class Commentator:
             trigger=trigger,
             cancel=self._cancel,
             on_audio=self._audio_sink(comment_id, t) if self.model_voice else None,
+            stream_id=self.stream_id,
         )
         if self.gate is not None:
             self.gate.expect(comment_id)

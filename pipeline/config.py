@@ -138,6 +138,20 @@ class Settings(BaseSettings):
     stride: int | None = Field(None, ge=1, le=32, description="override the preset's frame stride")
     max_tokens: int | None = Field(None, ge=4, le=1024, description="override the preset's token cap")
     token_timeout: float = Field(60.0, gt=0, description="seconds to wait for the next token before failing")
+    precision: str = Field(
+        "auto",
+        pattern=r"^(auto|bf16|int4)$",
+        description="minicpm: auto (INT4 when free VRAM is below what BF16 needs), bf16 or int4",
+    )
+    vision_only: bool = Field(False, description="minicpm: load MiniCPM-o without audio and TTS (less VRAM, faster)")
+    attn: str = Field(
+        "auto", pattern=r"^(auto|sdpa|flash_attention_2|eager)$", description="attention kernel: auto, sdpa, ..."
+    )
+    compile: bool = Field(False, description="torch.compile the language model (slow warm-up, faster comments)")
+    max_slice_nums: int = Field(1, ge=1, le=9, description="minicpm: image slices per frame (1 = fastest)")
+    incremental_prefill: bool = Field(
+        True, description="minicpm: prefill each frame once into a streaming session instead of per comment"
+    )
     host: str = Field("127.0.0.1", description="web UI: address to listen on (0.0.0.0 for the whole network)")
     port: int = Field(7860, ge=1, le=65535, description="web UI: port to listen on")
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")

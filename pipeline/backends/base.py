@@ -47,6 +47,7 @@ class CommentRequest:
     cancel: threading.Event = field(default_factory=threading.Event)
     timings: dict[str, float] = field(default_factory=dict)
     on_audio: Callable[[Speech], None] | None = None  # backends with their own voice hand audio here
+    stream_id: str = ""  # which session asks: a backend keeping per-session model state tells them apart
 
 
 class Backend(ABC):
@@ -77,6 +78,7 @@ class Backend(ABC):
 REGISTRY: dict[str, str] = {
     "opencv": "pipeline.backends.opencv_narrator:OpenCVNarrator",
     "transformers": "pipeline.backends.transformers_vlm:TransformersVLM",
+    "minicpm": "pipeline.backends.minicpm:MiniCPM",
 }
 
 

@@ -82,8 +82,9 @@ def _looks_like_path(model: str) -> bool:
     return False
 
 
-def _download(model: str) -> Path:
-    """Fetch (or find in the standard cache) only the files needed to load ``model`` from the hub."""
+def _download(model: str, allow_patterns: list[str] | None) -> Path:
+    """Fetch (or find in the standard cache) the files needed to load ``model`` from the hub
+    (``allow_patterns``; None = the whole repository, for models that bring their own code and assets)."""
     import requests
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -95,7 +96,7 @@ def _download(model: str) -> Path:
     )
 
     try:
-        return Path(snapshot_download(model, allow_patterns=ALLOW_PATTERNS))
+        return Path(snapshot_download(model, allow_patterns=allow_patterns))
     except GatedRepoError:
         raise BackendError(
             f"model '{model}' is gated on the Hugging Face hub: accept its terms at https://huggingface.co/{model} "
@@ -118,7 +119,7 @@ def _download(model: str) -> Path:
         raise BackendError(f"downloading model '{model}' failed: {' '.join(str(exc).split())}") from None
 
 
-def locate_model(model: str) -> Path:
+def locate_model(model: str, allow_patterns: list[str] | None = ALLOW_PATTERNS) -> Path:
     """A local model directory for ``model``: the path itself, or a hub snapshot in the standard cache."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -129,7 +130,7 @@ def locate_model(model: str) -> Path:
         )
     if _looks_like_path(model):
         raise BackendError(f"model path '{model}' does not exist")
-    return _download(model)
+    return _download(model, allow_patterns)
 
 
 def _model_kind(config: Any) -> str:
