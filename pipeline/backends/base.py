@@ -125,15 +125,17 @@ def create_backend(settings: Settings) -> Choice:
     if name != "auto":
         return Choice(_backend_class(name).from_settings(settings), f"backend '{name}' was requested")
     if settings.model:
+        # MiniCPM checkpoints run their own code, which only the minicpm backend loads.
+        engine = "minicpm" if "minicpm" in settings.model.lower() else "transformers"
         try:
-            backend = _backend_class("transformers").from_settings(settings)
+            backend = _backend_class(engine).from_settings(settings)
         except BackendError as exc:
             return Choice(
                 _backend_class("opencv").from_settings(settings),
                 f"could not load model '{settings.model}' ({exc}); using the offline OpenCV narrator",
                 fallback=True,
             )
-        return Choice(backend, f"a model was configured ('{settings.model}')")
+        return Choice(backend, f"a model was configured ('{settings.model}', run by the {engine} backend)")
     return Choice(
         _backend_class("opencv").from_settings(settings),
         "no model configured (pass --model or set ONLOOKER_MODEL for a vision-language model); "
