@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from difflib import SequenceMatcher
@@ -98,7 +99,7 @@ class Commentator:
         self._on_exit = on_exit or (lambda: None)
         self.gate = gate  # when speech is on: no new comment while the last one is still to be spoken
         self.model_voice = model_voice  # the backend's own voice goes on the bus as audio events
-        self.stream_id = f"session-{id(self):x}"
+        self.stream_id = uuid.uuid4().hex  # unique for the process's life: backends key session state on it
 
     # --- live controls (any thread) ---
     def set_profile(self, profile: Profile) -> None:

@@ -6,10 +6,7 @@ Random weights give garbage text, so these tests check structure and behaviour, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from offline import run_offline
 
 from pipeline.backends.base import CommentRequest, create_backend
 from pipeline.backends.transformers_vlm import THREAD_NAME, TransformersVLM
@@ -291,14 +289,6 @@ def test_unavailable_device_is_explained():
 
 
 def test_uncached_hub_model_offline_says_how_to_get_it(tmp_path):
-    """A fresh interpreter, so huggingface_hub reads HF_HUB_OFFLINE and the cache location from the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ONLOOKER_"))}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
-        PYTHONPATH=str(ROOT),
-    )
     code = (
         "from pipeline.backends.transformers_vlm import TransformersVLM\n"
         "from pipeline.errors import BackendError\n"
@@ -307,11 +297,7 @@ def test_uncached_hub_model_offline_says_how_to_get_it(tmp_path):
         "except BackendError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert run_offline(code, tmp_path) == (
         "model 'onlooker-test/no-such-model' is not in the local Hugging Face cache and the hub cannot be reached; "
         "download it on a connected machine with `huggingface-cli download onlooker-test/no-such-model` "
         "(or copy it) and pass its local path with --model"

@@ -10,8 +10,10 @@ cards and modeling code as read in ``docs/minicpm-api.md``:
   the model, and before the context passes ``CONTEXT_BUDGET`` tokens (the prompt carries the recent
   comments, the short summary of what was said). ``chat(stream=True)`` is not used for o-4.5: in the
   published code it fails after starting its generate thread.
-* **MiniCPM-V** (or MiniCPM-o with ``--no-incremental-prefill``): ``chat(stream=True)`` with the
-  window's frames as images (``use_image_id=False``, ``max_slice_nums`` from settings).
+  ``--no-incremental-prefill`` starts the session over for every comment and prefills the whole
+  window: the naive baseline.
+* **MiniCPM-V**: ``chat(stream=True)`` with the window's frames as images (``use_image_id=False``,
+  ``max_slice_nums`` from settings, ``temporal_ids`` in groups of ``FRAMES_PER_GROUP``).
 
 Everything runs in one worker thread at a time (``pipeline.backends.worker``): the session state
 lives on the model object, so sessions take turns.
@@ -52,6 +54,7 @@ DEFAULT_MODEL = "openbmb/MiniCPM-o-4_5"
 VOICE_RATE = 24_000
 TOKENS_PER_FRAME = 64  # one 448 px slice through the resampler
 CONTEXT_BUDGET = 6000  # below o-4.5's own 8000-token sliding window, so our reset comes first
+FRAMES_PER_GROUP = 3  # MiniCPM-V 4.5 packs frames into 3D-resampler groups; the card packs 3
 ASR_PROMPT = "Please listen to the audio snippet carefully and transcribe the content.\n"
 SUPPORTED_TRANSFORMERS = "4.51."
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?think>")
@@ -166,7 +169,7 @@ class PrefillLedger:
 
     def plan(self, owner: str, frames: list[Frame], trigger: str, text_tokens: int) -> tuple[bool, list[Frame]]:
         """(reset first?, frames to prefill) for a comment on ``frames`` with a prompt of ``text_tokens``."""
-        reset = self.owner != owner or trigger == "scene_cut"
+        reset = self.owner != owner or trigger in ("start", "scene_cut")
         new = frames if reset else [f for f in frames if self.last_time is None or f.media_time > self.last_time]
         if not reset and self.tokens + len(new) * self.tokens_per_frame + text_tokens > self.budget:
             reset, new = True, frames
@@ -195,6 +198,10 @@ def load_remote_model(path: Path, dtype: torch.dtype, attn: str, vision_only: bo
     if vision_only:
         kwargs.update(init_vision=True, init_audio=False, init_tts=False)
     model = AutoModel.from_pretrained(str(path), **kwargs)
+    if not hasattr(model, "tokenizer"):  # MiniCPM-V's chat needs one passed in; o-4.5 loads its own
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
     return model.eval().to(device)
 
 
@@ -245,7 +252,8 @@ class MiniCPM(Backend):
         if self.precision == "int4" and self.variant:
             needed[self.variant.int4_package] = self.variant.int4_pip
         if missing := missing_packages(needed):
-            raise BackendError(f"MiniCPM needs more packages here: run `pip install {' '.join(missing)}`")
+            quoted = " ".join(f'"{pip}"' if set(pip) & set("[]<>=!~") else pip for pip in missing)  # shell-safe
+            raise BackendError(f"MiniCPM needs more packages here: run `pip install {quoted}`")
         self.path = locate_model(self.model_id, allow_patterns=None)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.attn = pick_attention(attn) if self.device.type == "cuda" else "sdpa"
@@ -257,7 +265,8 @@ class MiniCPM(Backend):
             raise BackendError(f"cannot load '{self.model_id}': {' '.join(str(exc).split())[:300]}") from None
         self._lock = threading.Lock()
         self.ledger = PrefillLedger()
-        self.streaming = incremental and callable(getattr(self._model, "streaming_prefill", None))
+        self.streaming = callable(getattr(self._model, "streaming_prefill", None))
+        self.incremental = incremental
         self.omni = self._omni_wanted(vision_only) and callable(getattr(self._model, "streaming_generate", None))
         self.voice_error = "" if self.omni else "vision-only model: speech comes from the fallback engine"
         if self.omni:
@@ -314,7 +323,7 @@ class MiniCPM(Backend):
         llm = getattr(self._model, "llm", None)
         if llm is not None:
             self._model.llm = torch.compile(llm)
-        black = Frame(image=np.zeros((448, 448, 3), np.uint8), media_time=0.0, wall_time=time.time())
+        black = Frame(np.zeros((448, 448, 3), np.uint8), media_time=0.0, wall_time=time.time(), index=0, source_id="")
         warm = CommentRequest(
             frames=[black], prompt=PromptParts("You describe images.", "Describe this."), max_tokens=4, temperature=0
         )
@@ -326,7 +335,7 @@ class MiniCPM(Backend):
     @property
     def description(self) -> str:
         name = self.path.name if Path(self.model_id).expanduser().is_dir() else self.model_id
-        mode = "streaming prefill" if self.streaming else "chat"
+        mode = ("incremental prefill" if self.incremental else "full prefill") if self.streaming else "chat"
         voice = "own voice" if self.capabilities.audio_out else "no voice"
         warm = f", compiled in {self.warmup_s:.0f} s" if self.warmup_s else ""
         return f"minicpm · {name} ({self.precision}, {self.attn}, {mode}, {voice}{warm}) on {self.device}"
@@ -392,8 +401,9 @@ class MiniCPM(Backend):
         """Bring the model's session up to date: new frames once each, then the prompt."""
         ledger = self.ledger
         prompt_tokens = len(request.prompt.user) // 4 + 8
-        reset, new = ledger.plan(request.stream_id, request.frames, request.trigger, prompt_tokens)
-        if reset:
+        reset, new = ledger.plan(request.stream_id, request.frames, request.trigger, prompt_tokens + request.max_tokens)
+        if reset or not self.incremental:
+            new = request.frames
             model.reset_session()
             system = {"role": "system", "content": [request.prompt.system]}
             model.streaming_prefill(session_id=request.stream_id, msgs=[system])
@@ -413,7 +423,7 @@ class MiniCPM(Backend):
             "msgs": [{"role": "user", "content": [*images, request.prompt.user]}],
             "system_prompt": request.prompt.system,
             "stream": True,
-            "sampling": request.temperature > 0,
+            "sampling": True,  # V-4.5 / o-2.6 assert it with stream=True; do_sample=False still decodes greedily
             "do_sample": request.temperature > 0,
             "temperature": max(request.temperature, 0.01),
             "max_new_tokens": request.max_tokens,
@@ -422,7 +432,8 @@ class MiniCPM(Backend):
             "num_beams": 1,
         }
         if self.capabilities.video and len(images) > 1:
-            kwargs["temporal_ids"] = [[round(f.media_time * 10) for f in request.frames]]
+            ids = [round(f.media_time * 10) for f in request.frames]  # the card's 0.1 s units
+            kwargs["temporal_ids"] = [ids[i : i + FRAMES_PER_GROUP] for i in range(0, len(ids), FRAMES_PER_GROUP)]
         tokenizer = getattr(model, "tokenizer", None)
 
         def produce(emit: Callable[[Any], None], should_stop: Callable[[], bool]) -> None:
@@ -459,8 +470,12 @@ class MiniCPM(Backend):
         """Drop the model and return its GPU memory. Safe to call twice."""
         if getattr(self, "_model", None) is None:
             return
-        with self._lock:
+        acquired = self._lock.acquire(timeout=self.token_timeout)  # a stuck generation must not hang shutdown
+        try:
             self._model = None
+        finally:
+            if acquired:
+                self._lock.release()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
