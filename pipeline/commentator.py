@@ -243,6 +243,7 @@ class Commentator:
             cancel=self._cancel,
             on_audio=self._audio_sink(comment_id, t) if self.model_voice else None,
             stream_id=self.stream_id,
+            reference_audio=profile.voice.reference_audio,
         )
         if self.gate is not None:
             self.gate.expect(comment_id)

@@ -697,3 +697,45 @@ def test_compile_warms_up_on_a_black_frame_and_forgets_it(build):
     assert backend.warmup_s > 0 and backend.ledger.owner is None
     list(backend.stream(request()))
     assert len(double.named("reset_session")) == 2  # the first real comment does not build on the warm-up
+
+
+def test_a_profiles_voice_clip_sets_the_models_voice(build, tmp_path):
+    import wave
+
+    clip = tmp_path / "voice.wav"
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(48_000)
+        out.writeframes((np.full((48_000, 2), 8192, np.int16)).tobytes())  # 1 s, stereo, 48 kHz
+    double = OmniDouble(replies=["One.", "Two.", "Three."])
+    backend = build(double)
+    with_clip = request(on_audio=lambda speech: None)
+    with_clip.reference_audio = str(clip)
+    list(backend.stream(with_clip))
+    list(backend.stream(request(range(3, 4), on_audio=lambda speech: None)))  # a profile without a clip
+    inits = double.named("init_token2wav_cache")
+    assert [c["prompt_speech_16k"] is None for c in inits] == [True, False, True]
+    given = inits[1]["prompt_speech_16k"]
+    assert len(given) == 16_000 and abs(float(given.mean()) - 0.25) < 0.01  # mono, 16 kHz, same level
+
+
+def test_a_voice_clip_that_is_not_a_wav_is_a_clear_error(build, tmp_path):
+    bad = tmp_path / "voice.wav"
+    bad.write_text("not audio")
+    backend = build(OmniDouble())
+    with_clip = request(on_audio=lambda speech: None)
+    with_clip.reference_audio = str(bad)
+    with pytest.raises(BackendError, match="is not a readable WAV file"):
+        list(backend.stream(with_clip))
+
+
+def test_a_voice_that_could_not_start_is_named_in_the_speech_choice(build):
+    from pipeline.config import load_settings
+    from pipeline.speech.choice import choose_speech
+
+    double = OmniDouble(tts_error=RuntimeError("no token2wav assets"))
+    backend = build(double)
+    chosen = choose_speech(load_settings(tts="auto"), backend)
+    assert chosen.default == "espeak"
+    assert "no token2wav assets" in chosen.unavailable["model"]

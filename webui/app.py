@@ -93,7 +93,8 @@ MUTE_PLAYER_JS = """(muted) => {
 def speech_info(manager: SessionManager) -> str:
     """Under the engine dropdown: what runs, and why any engine is missing."""
     chosen = manager.speech
-    missing = "; ".join(f"{name}: {why}" for name, why in chosen.unavailable.items() if name != "model")
+    voice_failed = bool(getattr(manager.choice.backend, "voice_error", ""))  # a model voice that could not start
+    missing = "; ".join(f"{name}: {why}" for name, why in chosen.unavailable.items() if name != "model" or voice_failed)
     return f"{chosen.reason}." + (f" Not available: {missing}." if missing else "")
 
 

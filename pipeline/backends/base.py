@@ -48,6 +48,7 @@ class CommentRequest:
     timings: dict[str, float] = field(default_factory=dict)
     on_audio: Callable[[Speech], None] | None = None  # backends with their own voice hand audio here
     stream_id: str = ""  # which session asks: a backend keeping per-session model state tells them apart
+    reference_audio: str | None = None  # the profile's voice clip, for backends that speak in a cloned voice
 
 
 class Backend(ABC):

@@ -264,6 +264,7 @@ class MiniCPM(Backend):
         except (OSError, ValueError, RuntimeError, ImportError, AttributeError) as exc:
             raise BackendError(f"cannot load '{self.model_id}': {' '.join(str(exc).split())[:300]}") from None
         self._lock = threading.Lock()
+        self._voice_ref: str | None = None
         self.ledger = PrefillLedger()
         self.streaming = callable(getattr(self._model, "streaming_prefill", None))
         self.incremental = incremental
@@ -301,20 +302,36 @@ class MiniCPM(Backend):
         """The model's streaming voice; when it cannot start, text goes on and ``voice_error`` says why."""
         try:
             self._model.init_tts(streaming=True)
-            if callable(getattr(self._model, "init_token2wav_cache", None)):
-                self._model.init_token2wav_cache(prompt_speech_16k=self._reference(reference_audio))
+            self._set_reference(reference_audio)
         except Exception as exc:  # remote code: any failure means "no voice", never "no commentary"
             self.voice_error = f"the model's voice could not start ({type(exc).__name__}: {exc}); using espeak-ng"
             log.warning("%s", self.voice_error)
 
+    def _set_reference(self, reference_audio: str | None) -> None:
+        """Voice the model speaks with: a profile's reference clip (16 kHz), or the model's default."""
+        if callable(getattr(self._model, "init_token2wav_cache", None)):
+            self._model.init_token2wav_cache(prompt_speech_16k=self._reference(reference_audio))
+        self._voice_ref = reference_audio
+
     @staticmethod
     def _reference(path: str | None) -> np.ndarray | None:
+        """A 16-bit PCM WAV voice clip as mono float32 at 16 kHz (what the model's voice cloning takes)."""
         if not path:
             return None
-        import librosa
+        import wave
 
-        samples, _ = librosa.load(path, sr=16_000, mono=True)
-        return samples
+        import soxr
+
+        try:
+            with wave.open(path) as clip:
+                rate, channels, width = clip.getframerate(), clip.getnchannels(), clip.getsampwidth()
+                data = clip.readframes(clip.getnframes())
+        except (OSError, EOFError, wave.Error) as exc:
+            raise BackendError(f"voice clip '{path}' is not a readable WAV file ({exc})") from None
+        if width != 2:
+            raise BackendError(f"voice clip '{path}' must be 16-bit PCM WAV (it has {8 * width}-bit samples)")
+        samples = np.frombuffer(data, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768.0
+        return soxr.resample(samples, rate, 16_000) if rate != 16_000 else samples
 
     def _compile(self) -> float:
         """torch.compile the language model, then warm it up with a 4-token comment on a black frame
@@ -370,6 +387,8 @@ class MiniCPM(Backend):
         def produce(emit: Callable[[Any], None], should_stop: Callable[[], bool]) -> None:
             finished = False
             try:
+                if voice and request.reference_audio != self._voice_ref:
+                    self._set_reference(request.reference_audio)  # the profile (or its voice clip) changed
                 self._prefill(model, request)
                 generator = model.streaming_generate(
                     session_id=request.stream_id,

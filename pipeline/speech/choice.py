@@ -36,7 +36,7 @@ class SpeechChoice:
 def _build(name: str, settings: Settings, backend: Backend) -> SpeechEngine | None:
     if name == MODEL_VOICE:
         if not backend.capabilities.audio_out:
-            raise OnlookerError(f"the backend ({backend.name}) has no voice of its own")
+            raise OnlookerError(getattr(backend, "voice_error", "") or f"the backend ({backend.name}) has no voice")
         return None
     if name == "espeak":
         from pipeline.speech.espeak import EspeakEngine
