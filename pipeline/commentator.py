@@ -20,7 +20,7 @@ from difflib import SequenceMatcher
 
 from pipeline.backends.base import Backend, CommentRequest
 from pipeline.config import Tuning
-from pipeline.errors import BackendError
+from pipeline.errors import BackendBusy, BackendError
 from pipeline.events import (
     CommentaryAudio,
     CommentaryDelta,
@@ -86,6 +86,7 @@ class Commentator:
         self.tuning = tuning
         self.mode = "idle"
         self.comments = 0
+        self.skipped_busy = 0  # beats skipped because a shared engine was saturated
         self.failed: str | None = None
         self._recent: deque[str] = deque(maxlen=max(tuning.context_comments, 1))
         self._instructions: deque[str] = deque([instructions] if instructions else [], maxlen=MAX_INSTRUCTIONS)
@@ -244,6 +245,7 @@ class Commentator:
             on_audio=self._audio_sink(comment_id, t) if self.model_voice else None,
             stream_id=self.stream_id,
             reference_audio=profile.voice.reference_audio,
+            stop=list(profile.stop),
         )
         if self.gate is not None:
             self.gate.expect(comment_id)
@@ -255,7 +257,7 @@ class Commentator:
         text, first_delta, error = self._stream(request, comment_id, t)
         text = end_at_sentence(text)
         if error:
-            reason = "error"
+            reason = error  # "error", or "busy" when a shared engine had no room for this beat
         elif request.cancel.is_set():
             reason = "cancelled"
         else:
@@ -277,6 +279,7 @@ class Commentator:
         stages["frames"] = float(len(frames))
         stages["scene_score_ms"] = 1000 * self.hub.scoring_seconds / max(self.hub.scored, 1)
         stages["bus_dropped"] = float(sum(self.bus.dropped().values()))
+        stages["skipped_busy"] = float(self.skipped_busy)
         self.bus.publish(Metrics(t=t, comment_id=comment_id, stages={k: round(v, 2) for k, v in stages.items()}))
 
     def _audio_sink(self, comment_id: int, t: float) -> Callable[[Speech], None]:
@@ -287,8 +290,8 @@ class Commentator:
 
         return publish
 
-    def _stream(self, request: CommentRequest, comment_id: int, t: float) -> tuple[str, float | None, bool]:
-        """Run the backend: (text, wall time of the first shown delta, failed).
+    def _stream(self, request: CommentRequest, comment_id: int, t: float) -> tuple[str, float | None, str]:
+        """Run the backend: (text, wall time of the first shown delta, "" or why it failed: error/busy).
 
         Deltas are held back until real words appear, so a "..." answer never flashes up."""
         text, first_delta = "", None
@@ -305,7 +308,13 @@ class Commentator:
                     self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=text.lstrip()))
                 elif first_delta is not None:
                     self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=delta))
+        except BackendBusy:
+            self.skipped_busy += 1
+            return text, first_delta, "busy"
         except BackendError as exc:
+            if exc.transient:  # the engine is away for now: say so, try again at the next beat
+                self.bus.publish(ErrorEvent(t=t, message=str(exc), fatal=False))
+                return text, first_delta, "error"
             self._failures += 1
             fatal = self._failures >= MAX_CONSECUTIVE_FAILURES
             message = str(exc) + (" (giving up after repeated failures)" if fatal else "")
@@ -313,6 +322,6 @@ class Commentator:
             if fatal:
                 self.failed = message
                 self._stop.set()
-            return text, first_delta, True
+            return text, first_delta, "error"
         self._failures = 0
-        return text, first_delta, False
+        return text, first_delta, ""

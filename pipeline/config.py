@@ -138,6 +138,22 @@ class Settings(BaseSettings):
     stride: int | None = Field(None, ge=1, le=32, description="override the preset's frame stride")
     max_tokens: int | None = Field(None, ge=4, le=1024, description="override the preset's token cap")
     token_timeout: float = Field(60.0, gt=0, description="seconds to wait for the next token before failing")
+    first_token_timeout: float = Field(
+        30.0, gt=0, description="openai: seconds to wait for the first token of a comment before failing"
+    )
+    jpeg_quality: int = Field(80, ge=30, le=100, description="openai: JPEG quality of the frames sent")
+    image_max_side: int = Field(768, ge=64, le=4096, description="openai: longest side of the frames sent, pixels")
+    max_in_flight: int = Field(4, ge=1, le=256, description="openai: most requests in flight over all sessions")
+    retries: int = Field(2, ge=0, le=10, description="openai: retries (with backoff) of a failed request")
+    second_opinion_url: str | None = Field(
+        None, description="OpenAI-compatible server of a text model that gets the comments for a second opinion"
+    )
+    second_opinion_model: str | None = Field(None, description="model name for the second opinion")
+    second_opinion_task: str = Field(
+        "summary",
+        description="what the second model does with the comments: summary, alert, translate:LANG or a prompt",
+    )
+    second_opinion_every: int = Field(5, ge=1, le=1000, description="ask for a second opinion every N comments")
     precision: str = Field(
         "auto",
         pattern=r"^(auto|bf16|int4)$",

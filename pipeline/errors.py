@@ -16,4 +16,19 @@ class SourceError(OnlookerError):
 
 
 class BackendError(OnlookerError):
-    """A model backend cannot be created or failed while generating."""
+    """A model backend cannot be created or failed while generating.
+
+    ``transient``: the engine is unreachable or overloaded for now (a server restarting, a network
+    blip); the commentator reports it and tries again later instead of giving up on the session.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class BackendBusy(BackendError):
+    """The shared engine is saturated: this comment skips a beat rather than queue stale frames."""
+
+    def __init__(self, message: str = "the engine is busy with other sessions; skipped this beat") -> None:
+        super().__init__(message, transient=True)

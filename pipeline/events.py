@@ -145,6 +145,16 @@ class SpeechSkipped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Opinion(Event):
+    """A second model's answer about the recent comments (a summary, a translation, an alert)."""
+
+    type: ClassVar[str] = "opinion"
+    task: str
+    text: str
+    alert: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metrics(Event):
     """Per-stage latencies in milliseconds for one comment, plus pipeline counters."""
 

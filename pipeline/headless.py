@@ -21,11 +21,13 @@ from pipeline.events import (
     ErrorEvent,
     Event,
     ModeChanged,
+    Opinion,
     SceneCut,
     SourceStatus,
     clock,
 )
 from pipeline.runconfig import load_run_config
+from pipeline.second_opinion import OpinionOptions
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
 from pipeline.speech.choice import choose_speech
@@ -53,6 +55,8 @@ class TranscriptPrinter:
             self.notes.write(f"· {event.mode} ({event.reason}) at {clock(event.t)}\n")
         elif isinstance(event, SourceStatus) and event.state != "failed":
             self.notes.write(f"· source {event.state}{': ' + event.detail if event.detail else ''}\n")
+        elif isinstance(event, Opinion):
+            self.notes.write(f"{'· ALERT' if event.alert else '·'} {event.task}: {event.text}\n")
         elif isinstance(event, ErrorEvent) and not event.fatal:
             self.notes.write(f"· error: {event.message}\n")
         self.out.flush()
@@ -101,7 +105,14 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         if speech is not None and speech.engine is not None:
             stack.callback(speech.engine.close)
         events = stack.enter_context(open(settings.events, "w", encoding="utf-8")) if settings.events else None
-        session = Session(choice.backend, profile, tuning, settings.instructions, speech=speech)
+        session = Session(
+            choice.backend,
+            profile,
+            tuning,
+            settings.instructions,
+            speech=speech,
+            opinion=OpinionOptions.from_settings(settings),
+        )
         stack.callback(session.stop)
         subscription = session.bus.subscribe("cli", maxsize=100_000)
         narration = NarrationTrack()

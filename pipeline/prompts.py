@@ -34,6 +34,7 @@ class Profile(BaseModel):
     max_tokens: int = Field(60, ge=4, le=1024)
     temperature: float = Field(0.7, ge=0, le=2)
     language: str = Field("en", pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+    stop: list[str] = Field(default_factory=list, max_length=4, description="strings that end a comment early")
     voice: Voice = Voice()
 
 

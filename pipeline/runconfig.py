@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pipeline.backends.base import check_backend_name
 from pipeline.config import PresetFile, Settings, Tuning, load_presets, pick
 from pipeline.prompts import Profile, load_profiles
+from pipeline.second_opinion import OpinionOptions
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class RunConfig:
 def load_run_config(settings: Settings) -> RunConfig:
     """Check the backend name, presets and profiles; a mistake is a ConfigError naming where it is."""
     check_backend_name(settings.backend)
+    OpinionOptions.from_settings(settings)  # a second-opinion mistake stops the start, not the fifth comment
     presets = load_presets(settings.presets_file)
     profiles = load_profiles(settings.profiles_dir)
     profile = pick(settings.profile, profiles, "profile", "--profile / ONLOOKER_PROFILE")

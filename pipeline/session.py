@@ -9,6 +9,7 @@ from pipeline.events import ErrorEvent, EventBus, SourceStatus
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile
+from pipeline.second_opinion import OpinionOptions, SecondOpinion
 from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 from pipeline.speech.gate import SpeechGate
@@ -26,6 +27,7 @@ class Session:
         instructions: str = "",
         stall_after: float = STALL_AFTER,
         speech: SpeechOptions | None = None,
+        opinion: OpinionOptions | None = None,
     ) -> None:
         self.stall_after = stall_after
         self.watchdog: StallWatchdog | None = None
@@ -48,6 +50,7 @@ class Session:
             if speech and self.gate
             else None
         )
+        self.second_opinion = SecondOpinion(self.bus, opinion) if opinion else None
         self.source: Source | None = None
 
     def start(self, source: Source) -> None:
@@ -58,6 +61,8 @@ class Session:
         self.watchdog = StallWatchdog(source, self.stall_after)
         if self.speaker is not None:
             self.speaker.start()
+        if self.second_opinion is not None:
+            self.second_opinion.start()
         self.commentator.start()
         self.watchdog.start()
         source.start(self._on_frame, self._on_status)
@@ -106,6 +111,8 @@ class Session:
         self.bus.close()
         if self.speaker is not None:
             self.speaker.stop(timeout)
+        if self.second_opinion is not None:
+            self.second_opinion.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the commentary loop has ended; True when it has."""

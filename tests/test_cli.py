@@ -75,7 +75,7 @@ def test_env_vars_are_flag_twins(story_video, tmp_path):
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
         "onlooker: error: --backend / ONLOOKER_BACKEND: unknown backend 'nope'; "
-        "allowed: auto, opencv, transformers, minicpm"
+        "allowed: auto, opencv, transformers, minicpm, openai"
     ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.backends.base import create_backend
 from pipeline.config import PRESETS_FILE, load_presets, load_settings, pick
-from pipeline.errors import ConfigError
+from pipeline.errors import BackendError, ConfigError
 from pipeline.prompts import build_prompt, load_profiles
 
 
@@ -66,9 +66,16 @@ def test_unknown_names_list_the_allowed_ones():
         create_backend(load_settings(backend="gpt5"))
 
 
-def test_server_url_without_that_backend_is_an_error_not_ignored():
-    with pytest.raises(ConfigError, match="--base-url / --api-key are for the OpenAI-compatible backend"):
-        create_backend(load_settings(base_url="http://127.0.0.1:8000/v1"))
+def test_a_server_url_picks_the_openai_backend_and_an_unreachable_one_says_so():
+    import socket
+
+    with socket.socket() as bound:  # a port that is bound but not listening: connection refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/v1"
+        with pytest.raises(BackendError, match=r"cannot reach the OpenAI-compatible server at http://127\.0\.0\.1"):
+            create_backend(load_settings(base_url=url))
+    with pytest.raises(ConfigError, match="--backend openai needs --base-url"):
+        create_backend(load_settings(backend="openai"))
 
 
 def test_env_vars_and_dotenv_feed_settings_and_flags_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

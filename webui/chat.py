@@ -11,6 +11,7 @@ from pipeline.events import (
     ErrorEvent,
     Event,
     ModeChanged,
+    Opinion,
     SceneCut,
     SourceStatus,
     clock,
@@ -56,6 +57,9 @@ class ChatLog:
                 self._open = {k: v - 1 if v > index else v for k, v in self._open.items()}
             else:
                 self.messages[index]["content"] = f"`{clock(event.t)}` {event.text}"
+        elif isinstance(event, Opinion):
+            mark = "🚨" if event.alert else "🔎"
+            self.messages.append({"role": "assistant", "content": f"{mark} *{event.task}:* {event.text}"})
         elif (text := note_text(event)) is not None:
             self._add_note(text)
         else:

@@ -25,6 +25,7 @@ from pipeline.events import (
     SourceStatus,
 )
 from pipeline.prompts import Profile
+from pipeline.second_opinion import OpinionOptions
 from pipeline.session import Session
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
@@ -82,7 +83,14 @@ class Viewer:
         self.token = secrets.token_urlsafe(24)
         self.profile = profile
         tuning = pick(preset_name, preset.presets, "preset", "preset")
-        self.session = Session(choice.backend, profile, tuning, settings.instructions, speech=speech)
+        self.session = Session(
+            choice.backend,
+            profile,
+            tuning,
+            settings.instructions,
+            speech=speech,
+            opinion=OpinionOptions.from_settings(settings),
+        )
         self.live = LiveView(self.session.hub, sync=settings.live_sync)
         self.status = StatusSnapshot()
         self.chat = self.session.bus.subscribe("chat", maxsize=10_000)

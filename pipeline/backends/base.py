@@ -49,6 +49,7 @@ class CommentRequest:
     on_audio: Callable[[Speech], None] | None = None  # backends with their own voice hand audio here
     stream_id: str = ""  # which session asks: a backend keeping per-session model state tells them apart
     reference_audio: str | None = None  # the profile's voice clip, for backends that speak in a cloned voice
+    stop: list[str] = field(default_factory=list)  # stop strings from the profile
 
 
 class Backend(ABC):
@@ -80,6 +81,7 @@ REGISTRY: dict[str, str] = {
     "opencv": "pipeline.backends.opencv_narrator:OpenCVNarrator",
     "transformers": "pipeline.backends.transformers_vlm:TransformersVLM",
     "minicpm": "pipeline.backends.minicpm:MiniCPM",
+    "openai": "pipeline.backends.openai_compat:OpenAICompatible",
 }
 
 
@@ -118,13 +120,12 @@ def create_backend(settings: Settings) -> Choice:
     """Create the configured backend; ``auto`` prefers a model when one is configured and falls
     back to the offline OpenCV narrator, saying why, when none is or it cannot load."""
     name = settings.backend.strip().lower()
-    if settings.base_url or settings.api_key:
-        raise ConfigError(
-            "--base-url / --api-key are for the OpenAI-compatible backend (vLLM, SGLang, llama.cpp, Ollama), "
-            "which this version does not include yet; unset them (ONLOOKER_BASE_URL / ONLOOKER_API_KEY)"
-        )
     if name != "auto":
         return Choice(_backend_class(name).from_settings(settings), f"backend '{name}' was requested")
+    if settings.base_url:
+        return Choice(
+            _backend_class("openai").from_settings(settings), f"a server was configured ({settings.base_url})"
+        )
     if settings.model:
         # MiniCPM checkpoints run their own code, which only the minicpm backend loads.
         engine = "minicpm" if "minicpm" in settings.model.lower() else "transformers"

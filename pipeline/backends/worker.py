@@ -34,11 +34,18 @@ def stream_generation(
     token_timeout: float,
     what: str,
     thread_name: str,
+    first_timeout: float | None = None,
+    interrupt: Callable[[], None] | None = None,
+    transient_timeouts: bool = False,
 ) -> Iterator[Any]:
     """Yield what ``produce(emit, should_stop)`` emits, produced in a thread holding ``lock``.
 
-    ``produce`` must return soon after ``should_stop()`` turns true. Waiting for the lock (another
-    session generating) does not count toward ``token_timeout``.
+    ``produce`` must return soon after ``should_stop()`` turns true; ``interrupt`` (if given) is
+    called when the consumer leaves early, to unblock a producer stuck in I/O (close its stream).
+    Waiting for the lock (another session generating) does not count toward the timeouts; the first
+    item may take ``first_timeout`` (default ``token_timeout``), each later one ``token_timeout``;
+    ``transient_timeouts`` marks a timeout as the engine being away for now (a remote server), not
+    broken. A BackendError raised by ``produce`` reaches the consumer as it is.
     """
     items: queue.Queue[Any] = queue.Queue()
     left = threading.Event()  # the consumer is gone, for whatever reason
@@ -67,28 +74,38 @@ def stream_generation(
 
     worker = threading.Thread(target=work, name=thread_name, daemon=True)
     worker.start()
+    finished = False
     try:
         last = time.perf_counter()
+        limit, first = (token_timeout if first_timeout is None else first_timeout), True
         while not cancel.is_set():
             try:
                 item = items.get(timeout=POLL_S)
             except queue.Empty:
                 if not started.is_set():
                     last = time.perf_counter()
-                elif time.perf_counter() - last > token_timeout:
+                elif time.perf_counter() - last > limit:
+                    setting = "first-token" if first and first_timeout is not None else "token"
                     raise BackendError(
-                        f"{what} produced no token for {token_timeout:g} s (--token-timeout / ONLOOKER_TOKEN_TIMEOUT)"
+                        f"{what} produced no token for {limit:g} s "
+                        f"(--{setting}-timeout / ONLOOKER_{setting.replace('-', '_').upper()}_TIMEOUT)",
+                        transient=transient_timeouts,
                     ) from None
                 continue
             if item is _DONE:
+                finished = True
                 break
-            last = time.perf_counter()
+            last, limit, first = time.perf_counter(), token_timeout, False
             yield item
         if failure:
             exc = failure[0]
+            if isinstance(exc, BackendError):
+                raise exc
             raise BackendError(f"{what} failed while generating: {type(exc).__name__}: {exc}")
     finally:
         left.set()
+        if not finished and interrupt is not None:
+            interrupt()
         worker.join(timeout=token_timeout)
         if worker.is_alive():
             log.warning("%s still running %.0f s after being told to stop", thread_name, token_timeout)

@@ -1,0 +1,292 @@
+"""Any OpenAI-compatible chat-completions server: vLLM, SGLang, llama.cpp, Ollama, TensorRT-LLM.
+
+Frames go as ``image_url`` parts (base64 JPEG, resized to ``image_max_side``) and text streams back
+over SSE with the official ``openai`` client. At start the backend finds the model (the only one
+``/v1/models`` lists, unless ``--model`` names it) and probes the server with a one-frame request:
+a server that ignores images (llama.cpp's server without ``--mmproj`` drops them silently: the
+prompt costs the same with or without the picture) is refused with that reason instead of
+commenting blind.
+
+Many sessions share one engine: at most ``max_in_flight`` requests run at once, and a session that
+finds no room skips that beat (``BackendBusy``) rather than queue frames that would be stale by the
+time they are answered. A request that fails before its first token (connection refused, 5xx, 429)
+is retried with backoff; an engine that is down is reported as transient, so sessions keep going
+and recover when it returns. Cancelling closes the HTTP stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import httpx
+import numpy as np
+
+from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.backends.worker import stream_generation
+from pipeline.errors import BackendBusy, BackendError, ConfigError
+from pipeline.sources.urls import mask_url
+
+if TYPE_CHECKING:
+    import openai
+
+    from pipeline.config import Settings
+
+THREAD_NAME = "onlooker-openai-stream"
+CONNECT_TIMEOUT = 5.0
+PROBE_SIZE = 256  # the probe's picture: a small noisy image, so an image that counts costs tokens
+IMAGE_TOKENS_MIN = 8  # a picture that adds fewer prompt tokens than this was not seen
+
+
+def encode_frame(image: np.ndarray, max_side: int, quality: int) -> str:
+    """An RGB frame as a ``data:image/jpeg;base64,...`` URL, its longest side at most ``max_side``."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(round(width * scale), 1), max(round(height * scale), 1)), cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise BackendError("could not encode a frame as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def build_messages(request: CommentRequest, max_side: int, quality: int) -> list[dict[str, Any]]:
+    """System text, then one user turn: every frame as an image part, then the prompt."""
+    images = [
+        {"type": "image_url", "image_url": {"url": encode_frame(f.image, max_side, quality)}} for f in request.frames
+    ]
+    return [
+        {"role": "system", "content": request.prompt.system},
+        {"role": "user", "content": [*images, {"type": "text", "text": request.prompt.user}]},
+    ]
+
+
+def describe_error(exc: BaseException, url: str) -> BackendError:
+    """An ``openai`` exception as a one-line BackendError; unreachable or overloaded is transient."""
+    import openai
+
+    where = mask_url(url)
+    if isinstance(exc, openai.APITimeoutError):
+        return BackendError(f"the server at {where} did not answer in time", transient=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return BackendError(f"cannot reach the OpenAI-compatible server at {where}: is it running?", transient=True)
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return BackendError(f"the server at {where} refused the API key (--api-key / ONLOOKER_API_KEY)")
+    if isinstance(exc, openai.NotFoundError):
+        return BackendError(f"the server at {where} has no such model or route: {_message(exc)}")
+    if isinstance(exc, openai.RateLimitError):
+        return BackendError(f"the server at {where} is overloaded (HTTP 429): {_message(exc)}", transient=True)
+    if isinstance(exc, openai.InternalServerError):
+        return BackendError(f"the server at {where} failed (HTTP {exc.status_code}): {_message(exc)}", transient=True)
+    if isinstance(exc, openai.APIStatusError):
+        return BackendError(f"the server at {where} refused the request (HTTP {exc.status_code}): {_message(exc)}")
+    return BackendError(f"the server at {where} failed: {type(exc).__name__}: {exc}")
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        text = inner.get("message") if isinstance(inner, dict) else inner
+        if text:
+            return " ".join(str(text).split())[:200]
+    return " ".join(str(getattr(exc, "message", exc)).split())[:200]
+
+
+class OpenAICompatible(Backend):
+    """One server shared by every session; the client is thread-safe."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        jpeg_quality: int = 80,
+        image_max_side: int = 768,
+        first_token_timeout: float = 30.0,
+        token_timeout: float = 60.0,
+        retries: int = 2,
+        max_in_flight: int = 4,
+        max_frames: int = 8,
+        probe: bool = True,
+    ) -> None:
+        import openai
+
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--base-url / ONLOOKER_BASE_URL: '{base_url}' is not an http(s) URL, e.g. http://localhost:8000/v1"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.jpeg_quality = jpeg_quality
+        self.image_max_side = image_max_side
+        self.first_token_timeout = first_token_timeout
+        self.token_timeout = token_timeout
+        self.retries = retries
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=max(token_timeout, first_token_timeout), write=30, pool=5)
+        self._client: openai.OpenAI | None = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
+        )
+        self.model = model or self._discover()
+        self.capabilities = Capabilities(images=True, max_frames=max_frames)
+        self.image_tokens = self._probe() if probe else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAICompatible:
+        if not settings.base_url:
+            raise ConfigError("--backend openai needs --base-url (or ONLOOKER_BASE_URL), e.g. http://localhost:8000/v1")
+        return cls(
+            settings.base_url,
+            api_key=settings.api_key,
+            model=settings.model,
+            jpeg_quality=settings.jpeg_quality,
+            image_max_side=settings.image_max_side,
+            first_token_timeout=settings.first_token_timeout,
+            token_timeout=settings.token_timeout,
+            retries=settings.retries,
+            max_in_flight=settings.max_in_flight,
+        )
+
+    @property
+    def client(self) -> openai.OpenAI:
+        if self._client is None:
+            raise BackendError("the OpenAI-compatible backend was closed")
+        return self._client
+
+    @property
+    def description(self) -> str:
+        seen = f", {self.image_tokens} tokens a frame" if self.image_tokens else ""
+        return f"openai · {self.model} at {mask_url(self.base_url)}{seen}"
+
+    # --- start-up ---
+    def _discover(self) -> str:
+        """The model to use when none is named: the only one the server lists."""
+        try:
+            names = [m.id for m in self.client.models.list()]
+        except Exception as exc:
+            error = describe_error(exc, self.base_url)
+            raise BackendError(str(error)) from None  # at start, unreachable is not worth waiting for
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise BackendError(f"the server at {mask_url(self.base_url)} lists no models; pass --model NAME")
+        raise BackendError(
+            f"the server at {mask_url(self.base_url)} serves {len(names)} models; pick one with --model "
+            f"({', '.join(names[:10])})"
+        )
+
+    def _probe(self) -> int | None:
+        """Send one small picture, with and without it: how many prompt tokens a frame costs, or
+        a clear error when the server refuses or ignores images. None when the server reports no usage."""
+        rng = np.random.default_rng(0)
+        picture = rng.integers(0, 255, (PROBE_SIZE, PROBE_SIZE, 3), dtype=np.uint8)
+        url = encode_frame(picture, self.image_max_side, self.jpeg_quality)
+        question = {"type": "text", "text": "What is in the picture?"}
+        with_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, question]}]
+        without = [{"role": "user", "content": [question]}]
+        try:
+            seen = self.client.chat.completions.create(model=self.model, messages=with_image, max_tokens=1)
+            blind = self.client.chat.completions.create(model=self.model, messages=without, max_tokens=1)
+        except Exception as exc:
+            error = describe_error(exc, self.base_url)
+            raise BackendError(f"{error} (while checking that '{self.model}' takes images)") from None
+        if seen.usage is None or blind.usage is None:
+            return None
+        extra = seen.usage.prompt_tokens - blind.usage.prompt_tokens
+        if extra < IMAGE_TOKENS_MIN:
+            raise BackendError(
+                f"the server at {mask_url(self.base_url)} ignores images: a picture added {extra} prompt tokens to "
+                f"'{self.model}'. Serve a vision model with its projector (llama.cpp: --mmproj FILE; vLLM and "
+                "SGLang: a vision-language model) or Onlooker would comment blind"
+            )
+        return extra
+
+    # --- commentary ---
+    def stream(self, request: CommentRequest) -> Iterator[str]:
+        """Text deltas over SSE; at most ``max_in_flight`` at once across sessions (else BackendBusy)."""
+        client = self.client
+        if request.cancel.is_set():
+            return
+        if not self._slots.acquire(blocking=False):
+            raise BackendBusy(f"all {self.max_in_flight} request slots of the server are busy; skipped this beat")
+        try:
+            request.timings["model_start"] = time.perf_counter()
+            messages = build_messages(request, self.image_max_side, self.jpeg_quality)
+            request.timings["encoded"] = time.perf_counter()
+            for attempt in range(self.retries + 1):
+                produced = False
+                try:
+                    for text in self._attempt(client, request, messages):
+                        produced = True
+                        request.timings.setdefault("model_first_token", time.perf_counter())
+                        yield text
+                    return
+                except BackendError as exc:
+                    if produced or not exc.transient or attempt == self.retries or request.cancel.is_set():
+                        raise
+                    if request.cancel.wait(min(0.5 * 2**attempt, 4.0) * (0.5 + random.random())):
+                        return
+        finally:
+            self._slots.release()
+
+    def _attempt(self, client: openai.OpenAI, request: CommentRequest, messages: list[dict[str, Any]]) -> Iterator[str]:
+        """One streamed request, read in a worker thread so cancellation and timeouts act at once."""
+        held: dict[str, Any] = {}
+
+        def produce(emit: Callable[[str], None], should_stop: Callable[[], bool]) -> None:
+            try:
+                stream = client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    stream=True,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    stop=request.stop or None,
+                )
+            except Exception as exc:
+                raise describe_error(exc, self.base_url) from None
+            held["stream"] = stream
+            try:
+                for chunk in stream:
+                    if should_stop():
+                        return
+                    for choice in chunk.choices:
+                        if choice.delta and choice.delta.content:
+                            emit(choice.delta.content)
+            except Exception as exc:
+                if should_stop():
+                    return
+                error = describe_error(exc, self.base_url)
+                raise BackendError(f"{error} (the answer was cut off)", transient=True) from None
+            finally:
+                stream.close()
+
+        def interrupt() -> None:
+            stream = held.get("stream")
+            if stream is not None:
+                stream.close()
+
+        yield from stream_generation(
+            produce,
+            lock=threading.Lock(),  # requests run side by side; the slots above bound them
+            cancel=request.cancel,
+            token_timeout=self.token_timeout,
+            first_timeout=self.first_token_timeout,
+            what=f"the server at {mask_url(self.base_url)} ({self.model})",
+            thread_name=THREAD_NAME,
+            interrupt=interrupt,
+            transient_timeouts=True,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
