@@ -79,8 +79,9 @@ def stream_generation(
         last = time.perf_counter()
         limit, first = (token_timeout if first_timeout is None else first_timeout), True
         while not cancel.is_set():
+            wait = POLL_S if not started.is_set() else min(POLL_S, max(limit - (time.perf_counter() - last), 0.0))
             try:
-                item = items.get(timeout=POLL_S)
+                item = items.get(timeout=max(wait, 0.001))  # never wait past the deadline
             except queue.Empty:
                 if not started.is_set():
                     last = time.perf_counter()
