@@ -30,6 +30,12 @@ fi
 
 req=requirements.txt
 ((dev)) && req=requirements-dev.txt
+# The engine the OpenAI-compatible backend's tests run against: llama-cpp-python[server], compiled once into a
+# cached wheel (~6 min on 2 cores the first time) and installed before requirements-dev.txt, whose pin it meets.
+if ((dev)); then
+  llama_cpp_src=$(PYTHON="$PYTHON" bash scripts/build_llama_server.sh)  # a failed build stops the setup
+  echo "setup: llama-cpp-python server ready; GGUF converter in $llama_cpp_src"
+fi
 # Quiet no-op when everything is already there; torch==2.13.0 takes the wheel pip finds first
 # (a CUDA build on a GPU machine from PyPI, the CPU build where only that one is available).
 "$PYTHON" -m pip install -q --disable-pip-version-check -r "$req"
