@@ -214,3 +214,25 @@ def test_a_second_opinion_comes_back_as_an_event(server, short_video):
             raise AssertionError("no second opinion within 60 s")
     finally:
         session.stop()
+
+
+def test_frames_can_go_as_one_video_part_at_their_capture_rate():
+    import base64
+    import io
+
+    import av
+
+    req = request(frames=4)
+    for k, f in enumerate(req.frames):
+        req.frames[k] = Frame(f.image, media_time=k * 0.5, wall_time=f.wall_time, index=k, source_id="t")
+    messages = build_messages(req, max_side=320, quality=80, video=True)
+    parts = messages[1]["content"]
+    assert [p["type"] for p in parts] == ["video_url", "text"]
+    data = base64.b64decode(parts[0]["video_url"]["url"].removeprefix("data:video/mp4;base64,"))
+    with av.open(io.BytesIO(data)) as clip:
+        stream = clip.streams.video[0]
+        decoded = [frame.to_ndarray(format="rgb24") for frame in clip.decode(stream)]
+        assert (stream.codec_context.width, stream.codec_context.height) == (320, 180)
+        assert round(float(stream.average_rate)) == 2  # four frames over 1.5 s
+    assert len(decoded) == 4
+    assert build_messages(request(frames=1), 320, 80, video=True)[1]["content"][0]["type"] == "image_url"

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat-completions server: vLLM, SGLang, llama.cpp, Ollama, TensorRT-LLM.
 
-Frames go as ``image_url`` parts (base64 JPEG, resized to ``image_max_side``) and text streams back
-over SSE with the official ``openai`` client. At start the backend finds the model (the only one
+Frames go as ``image_url`` parts (base64 JPEG, resized to ``image_max_side``), or with ``--send-video``
+as one ``video_url`` part (an H.264 MP4 at the capture rate, for vLLM), and text streams back over SSE
+with the official ``openai`` client. At start the backend finds the model (the only one
 ``/v1/models`` lists, unless ``--model`` names it) and probes the server with a one-frame request:
 a server that ignores images (llama.cpp's server without ``--mmproj`` drops them silently: the
 prompt costs the same with or without the picture) is refused with that reason instead of
@@ -17,6 +18,7 @@ and recover when it returns. Cancelling closes the HTTP stream.
 from __future__ import annotations
 
 import base64
+import io
 import random
 import threading
 import time
@@ -30,6 +32,7 @@ import numpy as np
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendBusy, BackendError, ConfigError
+from pipeline.frames import Frame
 from pipeline.sources.urls import mask_url
 
 if TYPE_CHECKING:
@@ -55,14 +58,42 @@ def encode_frame(image: np.ndarray, max_side: int, quality: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
-def build_messages(request: CommentRequest, max_side: int, quality: int) -> list[dict[str, Any]]:
-    """System text, then one user turn: every frame as an image part, then the prompt."""
-    images = [
-        {"type": "image_url", "image_url": {"url": encode_frame(f.image, max_side, quality)}} for f in request.frames
-    ]
+def encode_clip(frames: list[Frame], max_side: int) -> str:
+    """The frames as one H.264 MP4 ``data:video/mp4;base64,...`` URL, at the rate they were captured,
+    for servers that take a ``video_url`` part (vLLM) and pack frames over time themselves."""
+    import av
+
+    height, width = frames[0].image.shape[:2]
+    scale = min(max_side / max(height, width), 1.0)
+    size = (max(round(width * scale) // 2 * 2, 2), max(round(height * scale) // 2 * 2, 2))  # yuv420p: even sides
+    span = frames[-1].media_time - frames[0].media_time
+    rate = max(round((len(frames) - 1) / span), 1) if span > 0 else 1
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as clip:
+        stream = clip.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        for frame in frames:
+            image = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                clip.mux(packet)
+        for packet in stream.encode():
+            clip.mux(packet)
+    return "data:video/mp4;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def build_messages(request: CommentRequest, max_side: int, quality: int, video: bool = False) -> list[dict[str, Any]]:
+    """System text, then one user turn: the frames (image parts, or one video part), then the prompt."""
+    if video and len(request.frames) > 1:
+        media = [{"type": "video_url", "video_url": {"url": encode_clip(request.frames, max_side)}}]
+    else:
+        media = [
+            {"type": "image_url", "image_url": {"url": encode_frame(f.image, max_side, quality)}}
+            for f in request.frames
+        ]
     return [
         {"role": "system", "content": request.prompt.system},
-        {"role": "user", "content": [*images, {"type": "text", "text": request.prompt.user}]},
+        {"role": "user", "content": [*media, {"type": "text", "text": request.prompt.user}]},
     ]
 
 
@@ -116,6 +147,7 @@ class OpenAICompatible(Backend):
         max_in_flight: int = 4,
         max_frames: int = 8,
         probe: bool = True,
+        send_video: bool = False,
     ) -> None:
         import openai
 
@@ -130,13 +162,14 @@ class OpenAICompatible(Backend):
         self.token_timeout = token_timeout
         self.retries = retries
         self.max_in_flight = max_in_flight
+        self.send_video = send_video
         self._slots = threading.BoundedSemaphore(max_in_flight)
         timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=max(token_timeout, first_token_timeout), write=30, pool=5)
         self._client: openai.OpenAI | None = openai.OpenAI(
             base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
         )
         self.model = model or self._discover()
-        self.capabilities = Capabilities(images=True, max_frames=max_frames)
+        self.capabilities = Capabilities(images=True, video=send_video, max_frames=max_frames)
         self.image_tokens = self._probe() if probe else None
 
     @classmethod
@@ -153,6 +186,7 @@ class OpenAICompatible(Backend):
             token_timeout=settings.token_timeout,
             retries=settings.retries,
             max_in_flight=settings.max_in_flight,
+            send_video=settings.send_video,
         )
 
     @property
@@ -219,7 +253,7 @@ class OpenAICompatible(Backend):
             raise BackendBusy(f"all {self.max_in_flight} request slots of the server are busy; skipped this beat")
         try:
             request.timings["model_start"] = time.perf_counter()
-            messages = build_messages(request, self.image_max_side, self.jpeg_quality)
+            messages = build_messages(request, self.image_max_side, self.jpeg_quality, self.send_video)
             request.timings["encoded"] = time.perf_counter()
             for attempt in range(self.retries + 1):
                 produced = False
