@@ -34,17 +34,11 @@ import numpy as np
 import torch
 from common import report, summary
 from PIL import Image
-from tiny_models import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIAL_TOKENS, SEED, train_tokenizer
+from tiny_models import SEED, LlavaSize, build_tiny_llava
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
-    CLIPImageProcessor,
-    CLIPVisionConfig,
     DynamicCache,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
 )
 
 SIZES = (1, 2, 4, 8, 16)
@@ -55,59 +49,20 @@ NEW_TOKENS = 20
 LOGIT_TOLERANCE = 1e-3
 
 
-def build_bench_llava(path: Path, image_size: int = 224, patch_size: int = 32) -> Path:
-    """A LLaVA-1.5 style model big enough (~20M parameters) that prefill compute is visible on a CPU."""
-    tokenizer = train_tokenizer(
-        LLAVA_SPECIAL_TOKENS, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    tokenizer.chat_template = LLAVA_CHAT_TEMPLATE
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL_TOKENS}
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=192,
-            intermediate_size=768,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=image_size,
-            patch_size=patch_size,
-            projection_dim=192,
-        ).to_dict(),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=384,
-            intermediate_size=1536,
-            num_hidden_layers=7,
-            num_attention_heads=6,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            bos_token_id=ids["<s>"],
-            eos_token_id=ids["</s>"],
-            pad_token_id=ids["<pad>"],
-        ).to_dict(),
-        image_token_index=ids["<image>"],
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        image_seq_length=(image_size // patch_size) ** 2,
-        pad_token_id=ids["<pad>"],
-        torch_dtype="float32",
-    )
-    torch.manual_seed(SEED)
-    model = LlavaForConditionalGeneration(config).eval()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
-    model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
-    return path
+# A LLaVA-1.5 style model big enough (~18M parameters) that prefill compute is visible on a CPU.
+BENCH_SIZE = LlavaSize(
+    image_size=224,
+    patch_size=32,
+    vision_hidden=192,
+    vision_mlp=768,
+    vision_layers=4,
+    vision_heads=4,
+    text_hidden=384,
+    text_mlp=1536,
+    text_layers=7,
+    text_heads=6,
+    max_positions=4096,
+)
 
 
 def render(processor: Any, n_images: int) -> str:
@@ -243,7 +198,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     frames = make_frames(max(SIZES))
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        path = build_bench_llava(Path(tmp) / "bench-llava")
+        path = build_tiny_llava(Path(tmp) / "bench-llava", BENCH_SIZE)
         processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(path, torch_dtype=torch.float32).eval()
     params = sum(p.numel() for p in model.parameters())

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -215,34 +216,51 @@ def build_tiny_qwen2vl(path: str | Path) -> Path:
     return path
 
 
-def build_tiny_llava(path: str | Path) -> Path:
-    """Write a tiny LLaVA-1.5 style model (CLIP vision, Llama text) to ``path``; an image costs 4 tokens."""
+@dataclass(frozen=True)
+class LlavaSize:
+    """Dimensions of a random LLaVA: the default is tiny (tests); a bench picks one where compute shows."""
+
+    image_size: int = 28
+    patch_size: int = 14
+    vision_hidden: int = 32
+    vision_mlp: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    text_hidden: int = 64
+    text_mlp: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    max_positions: int = 2048
+
+
+def build_tiny_llava(path: str | Path, size: LlavaSize = LlavaSize()) -> Path:
+    """Write a LLaVA-1.5 style model (CLIP vision, Llama text) to ``path``; by default an image costs 4 tokens."""
     path = Path(path)
     tokenizer = train_tokenizer(
         LLAVA_SPECIAL_TOKENS, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
     tokenizer.chat_template = LLAVA_CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL_TOKENS}
-    image_size, patch_size = 28, 14
+    image_size, patch_size = size.image_size, size.patch_size
     image_tokens = (image_size // patch_size) ** 2  # the "default" strategy drops CLIP's CLS token
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
+            hidden_size=size.vision_hidden,
+            intermediate_size=size.vision_mlp,
+            num_hidden_layers=size.vision_layers,
+            num_attention_heads=size.vision_heads,
             image_size=image_size,
             patch_size=patch_size,
-            projection_dim=32,
+            projection_dim=size.vision_hidden,
         ).to_dict(),
         text_config=LlamaConfig(
             vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
+            hidden_size=size.text_hidden,
+            intermediate_size=size.text_mlp,
+            num_hidden_layers=size.text_layers,
+            num_attention_heads=size.text_heads,
             num_key_value_heads=2,
-            max_position_embeddings=2048,
+            max_position_embeddings=size.max_positions,
             bos_token_id=ids["<s>"],
             eos_token_id=ids["</s>"],
             pad_token_id=ids["<pad>"],
