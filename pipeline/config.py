@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
     auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
+    allow_hosts: str = Field(
+        "",
+        description="web UI, when shared: private hosts visitors may open (your cameras), comma-separated: "
+        "cam.local, 192.168.1.0/24, 10.0.0.5:554",
+    )
     tts: str = Field(
         "auto",
         pattern=r"^(auto|model|espeak|openai|none)$",

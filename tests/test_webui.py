@@ -278,3 +278,22 @@ def test_without_a_speech_recogniser_the_microphone_says_why(manager, spoken_ins
     assert "--stt-model" in manager.stt_reason
     with pytest.raises(gr.Error, match="Speech input is off"):
         handlers.voice_instruction(manager, "tab", spoken_instruction)
+
+
+def test_a_shared_app_refuses_internal_urls_and_starts_nothing(tmp_path, monkeypatch):
+    from pipeline.errors import OnlookerError
+
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(tts="none", host="0.0.0.0", allow_hosts="127.0.0.2")
+    mgr = SessionManager(settings, Choice(ScriptedBackend(), "t"), load_presets(), load_profiles())
+    try:
+        for url, words in [
+            ("http://169.254.169.254/latest/meta-data/", "private, loopback or link-local"),
+            ("/etc/passwd", "local files and paths cannot be opened on a shared app"),
+        ]:
+            with pytest.raises(OnlookerError, match=words):
+                mgr.start("tab", SourceRequest("URL", url=url), "narrator", "balanced")
+        assert mgr.active_count() == 0 and not pipeline_threads()
+        assert mgr.guard.allow and mgr.guard.exposed
+    finally:
+        mgr.close_all()

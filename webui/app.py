@@ -8,7 +8,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from ipaddress import ip_address
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-safe: no telemetry calls home
@@ -20,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pipeline.backends.base import Choice, create_backend
 from pipeline.config import Settings
 from pipeline.runconfig import load_run_config
+from pipeline.sources.guard import is_loopback
 from webui import handlers
 from webui.live import BOUNDARY
 from webui.sessions import MODES, SessionManager
@@ -267,15 +267,6 @@ def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
 
     demo.app.add_api_route("/onlooker/live/{token}.mjpg", live, methods=["GET"])
     demo.app.add_api_route("/onlooker/health", health, methods=["GET"])
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def launch(settings: Settings) -> int:

@@ -29,6 +29,7 @@ from pipeline.second_opinion import OpinionOptions
 from pipeline.session import Session
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
+from pipeline.sources.guard import UrlGuard, is_loopback
 from pipeline.sources.resolve import open_source
 from pipeline.sources.webcam import PushSource
 from pipeline.speech.choice import choose_speech
@@ -53,8 +54,9 @@ class SourceRequest:
     url: str | None = None
 
 
-def make_source(request: SourceRequest) -> Source:
-    """The Source for the chosen mode; a missing or bad input raises OnlookerError saying what to do."""
+def make_source(request: SourceRequest, guard: UrlGuard | None = None) -> Source:
+    """The Source for the chosen mode; a missing or bad input, or a URL a visitor of a shared app may
+    not open (``guard``), raises OnlookerError saying what to do."""
     if request.mode == "Webcam":
         return PushSource()
     if request.mode == "Upload":
@@ -64,7 +66,9 @@ def make_source(request: SourceRequest) -> Source:
     if request.mode == "URL":
         if not (request.url or "").strip():
             raise OnlookerError("type a stream or camera URL first (rtsp://, http://, an HLS .m3u8, a YouTube page…)")
-        return open_source(request.url or "")
+        if guard is not None:
+            guard.check(request.url or "")
+        return open_source(request.url or "", guard=guard)
     raise OnlookerError(f"unknown source mode '{request.mode}'; allowed: {', '.join(MODES)}")
 
 
@@ -163,6 +167,7 @@ class SessionManager:
         self.presets = presets
         self.profiles = profiles
         self.speech = choose_speech(settings, choice.backend)
+        self.guard = UrlGuard.build(settings.share or not is_loopback(settings.host), settings.allow_hosts)
         self.transcriber, self.stt_reason = find_transcriber(settings.stt_model, choice.backend)
         self._viewers: dict[str, Viewer] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
@@ -212,7 +217,7 @@ class SessionManager:
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
         """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
         chosen = pick(profile, self.profiles, "profile", "profile")
-        source = make_source(request)
+        source = make_source(request, self.guard)
         viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key))
         viewer.live.sync = self._sync.get(key, self.settings.live_sync)
         if viewer.session.speaker is not None:

@@ -17,19 +17,25 @@ from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
+from pipeline.sources.guard import UrlGuard
 from pipeline.sources.stream import STREAM_SCHEMES, StreamSource
 from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url
 
 PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
 
 
-def sniff_http(url: str, timeout: float = 10.0) -> str:
-    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers."""
+def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -> str:
+    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers; with a
+    ``guard``, every redirect hop must pass it too."""
     host = (urlsplit(url).hostname or "").lower()
     if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
         return "page"
     try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+        hooks = {"request": [lambda request: guard.check(str(request.url))]} if guard else {}
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, event_hooks=hooks) as client,
+            client.stream("GET", url) as response,
+        ):
             if response.status_code >= 400:
                 raise SourceError(describe_http_status(response.status_code, url, bool(response.request.url.username)))
             content_type = response.headers.get("content-type", "").lower()
@@ -70,9 +76,12 @@ class UrlSource(Source):
 
     kind = "url"
 
-    def __init__(self, url: str, source_id: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, source_id: str | None = None, timeout: float = 10.0, guard: UrlGuard | None = None
+    ) -> None:
         super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
+        self.guard = guard
 
     @property
     def display_name(self) -> str:
@@ -81,7 +90,7 @@ class UrlSource(Source):
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         from pipeline.sources.mjpeg import MjpegSource
 
-        kind = sniff_http(self.uri, self.timeout)
+        kind = sniff_http(self.uri, self.timeout, self.guard)
         if kind == "mjpeg":
             inner: Source = MjpegSource(self.uri, source_id=self.source_id)
         else:
@@ -92,7 +101,7 @@ class UrlSource(Source):
         self.live = inner.live
 
 
-def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0) -> Source:
+def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0, guard: UrlGuard | None = None) -> Source:
     """The Source for a path or URL; unknown schemes and bad files fail here, at once."""
     text = uri.strip()
     if not text:
@@ -101,7 +110,7 @@ def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0) -> Sourc
     if scheme == "file":
         return FileSource(Path(urlsplit(text).path), loop=loop)
     if scheme in ("http", "https"):
-        return UrlSource(text, timeout=timeout)
+        return UrlSource(text, timeout=timeout, guard=guard)
     if scheme in STREAM_SCHEMES:
         return StreamSource(text, timeout=timeout)
     if scheme and len(scheme) > 1:  # one letter is a Windows drive (C:\...)

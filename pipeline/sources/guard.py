@@ -1,0 +1,122 @@
+"""Which URLs a visitor may make the server open: the defence against server-side request forgery.
+
+Locally (the app bound to loopback, no share link) anything goes: home cameras live on private
+addresses and the visitor is the owner. When others can reach the app (``--share`` or a
+non-loopback ``--host``), the URL box must not become a way to read the owner's network: only media
+schemes are accepted, and every address the host name resolves to (all of them, so one public
+record cannot smuggle in a private one) must be public — no loopback, private ranges, link-local
+(cloud metadata at 169.254.169.254), carrier-grade NAT, multicast or reserved space — unless the
+owner allowed it with ``--allow-hosts`` (their own cameras). HTTP redirects are checked hop by hop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from pipeline.errors import SourceError
+from pipeline.sources.urls import mask_url
+
+SHARED_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on keeps the app on this machine only."""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_host(host: str) -> list[str]:
+    """Every address ``host`` resolves to (what FFmpeg or httpx might connect to)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise SourceError(f"cannot resolve host '{host}' ({exc.strerror}); check the spelling") from None
+    return sorted({info[4][0] for info in infos})
+
+
+def _public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """One ``--allow-hosts`` entry: a host name, an address or a network, optionally with ``:port``."""
+
+    host: str | None = None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> Allowed:
+        text = entry.strip().lower()
+        port = None
+        if text.count(":") == 1 and "/" not in text.split(":")[1]:  # host:port or a.b.c.d:port, not IPv6
+            text, raw_port = text.split(":")
+            port = int(raw_port) if raw_port.isdigit() else None
+            if port is None:
+                raise SourceError(f"--allow-hosts: '{entry}' has a port that is not a number")
+        try:
+            return cls(network=ipaddress.ip_network(text.strip("[]"), strict=False), port=port)
+        except ValueError:
+            return cls(host=text, port=port)
+
+    def matches(self, host: str, addresses: list[IPAddress], port: int | None) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        if self.host is not None:
+            return host == self.host or host.endswith("." + self.host)
+        return bool(addresses) and all(a in self.network for a in addresses)  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class UrlGuard:
+    """``check(url)`` raises SourceError saying why a visitor may not open ``url``; local apps allow all."""
+
+    exposed: bool
+    allow: tuple[Allowed, ...] = ()
+    resolve: Callable[[str], list[str]] = field(default=resolve_host, repr=False)
+
+    @classmethod
+    def build(cls, exposed: bool, allow_hosts: str = "") -> UrlGuard:
+        entries = tuple(Allowed.parse(e) for e in allow_hosts.split(",") if e.strip())
+        return cls(exposed, entries)
+
+    def check(self, url: str) -> None:
+        if not self.exposed:
+            return
+        where = mask_url(url)
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in SHARED_SCHEMES:
+            what = "local files and paths" if scheme in ("", "file") or len(scheme) == 1 else f"'{scheme}://' URLs"
+            raise SourceError(
+                f"{where}: {what} cannot be opened on a shared app; use one of "
+                f"{', '.join(s + '://' for s in SHARED_SCHEMES)}"
+            )
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise SourceError(f"{where}: the URL has no host")
+        port = parts.port
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolve(host)]
+        if any(entry.matches(host, addresses, port) for entry in self.allow):
+            return
+        blocked = [str(a) for a in addresses if not _public(a)]
+        if blocked:
+            raise SourceError(
+                f"{where}: '{host}' is a private, loopback or link-local address ({', '.join(blocked)}), which a "
+                "shared app does not open for visitors; the owner can allow their own cameras with --allow-hosts"
+            )

@@ -1,0 +1,145 @@
+"""The URL box on a shared app: visitors cannot make the server open the owner's network.
+
+Host names resolve through a table (a stand-in resolver, so the rows do not depend on this machine's
+DNS); the redirect rows use a real HTTP server on loopback that the owner allowed by port.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.errors import SourceError
+from pipeline.sources.guard import Allowed, UrlGuard, is_loopback
+from pipeline.sources.resolve import sniff_http
+
+DNS = {
+    "cam.example.com": ["93.184.216.34"],
+    "evil.example.com": ["127.0.0.1"],
+    "metadata.example.com": ["169.254.169.254"],
+    "lan.example.com": ["192.168.1.20"],
+    "mixed.example.com": ["8.8.8.8", "10.0.0.1"],
+    "cgnat.example.com": ["100.64.0.7"],
+    "v6.example.com": ["::ffff:127.0.0.1"],
+}
+PRIVATE = "private, loopback or link-local address"
+
+
+def table_resolver(host: str) -> list[str]:
+    if host not in DNS:
+        raise SourceError(f"cannot resolve host '{host}'")
+    return DNS[host]
+
+
+def guard(exposed: bool = True, allow: str = "") -> UrlGuard:
+    built = UrlGuard.build(exposed, allow)
+    return UrlGuard(built.exposed, built.allow, resolve=table_resolver)
+
+
+@pytest.mark.parametrize(
+    ("url", "allow", "refusal"),
+    [
+        ("rtsp://cam.example.com/stream", "", None),
+        ("https://cam.example.com/live/index.m3u8", "", None),
+        ("http://127.0.0.1:8080/video.mjpg", "", PRIVATE),
+        ("http://localhost/", "", "cannot resolve"),  # not in the table: resolution itself fails
+        ("http://169.254.169.254/latest/meta-data/", "", PRIVATE),
+        ("http://[::1]/", "", PRIVATE),
+        ("http://[::ffff:127.0.0.1]/", "", PRIVATE),
+        ("rtsp://evil.example.com/", "", PRIVATE),  # a public-looking name pointing home
+        ("http://metadata.example.com/", "", PRIVATE),
+        ("rtsp://lan.example.com:554/s", "", PRIVATE),
+        ("http://mixed.example.com/", "", PRIVATE),  # one private record among public ones is enough
+        ("http://cgnat.example.com/", "", PRIVATE),
+        ("http://v6.example.com/", "", PRIVATE),
+        ("http://10.1.2.3/", "", PRIVATE),
+        ("http://224.0.0.1/", "", PRIVATE),
+        ("file:///etc/passwd", "", "local files and paths cannot be opened"),
+        ("/etc/passwd", "", "local files and paths cannot be opened"),
+        ("C:\\Users\\me\\video.mp4", "", "local files and paths cannot be opened"),
+        ("gopher://cam.example.com/", "", "'gopher://' URLs cannot be opened"),
+        ("udp://239.0.0.1:1234", "", "'udp://' URLs cannot be opened"),
+        ("http:///nohost", "", "has no host"),
+        # the owner's own cameras
+        ("rtsp://lan.example.com:554/s", "lan.example.com", None),
+        ("rtsp://192.168.1.20/s", "192.168.1.0/24", None),
+        ("rtsp://192.168.2.20/s", "192.168.1.0/24", PRIVATE),
+        ("rtsp://10.0.0.5:554/s", "10.0.0.5:554", None),
+        ("http://10.0.0.5:80/", "10.0.0.5:554", PRIVATE),  # allowed for its camera port only
+    ],
+)
+def test_shared_app_rules(url: str, allow: str, refusal: str | None) -> None:
+    if refusal is None:
+        guard(allow=allow).check(url)
+    else:
+        with pytest.raises(SourceError, match=refusal):
+            guard(allow=allow).check(url)
+
+
+def test_local_apps_open_anything_and_credentials_never_show() -> None:
+    guard(exposed=False).check("http://127.0.0.1/x")  # home cameras live on private addresses
+    with pytest.raises(SourceError) as err:
+        guard().check("rtsp://admin:hunter2@lan.example.com/s")
+    assert "hunter2" not in str(err.value)
+
+
+def test_which_binds_are_exposed() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert Allowed.parse("cam.local:554") == Allowed(host="cam.local", port=554)
+    with pytest.raises(SourceError, match="not a number"):
+        Allowed.parse("cam.local:http")
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self) -> None:
+        if self.path == "/ok":
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            return
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirector() -> Iterator[tuple[int, type[_Redirect]]]:
+    handler = type("Handler", (_Redirect,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://127.0.0.1:1/admin", "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/"],
+)
+def test_every_redirect_hop_is_checked(redirector, target: str) -> None:
+    port, handler = redirector
+    handler.target = target
+    allowed_camera = UrlGuard.build(True, f"127.0.0.1:{port}")  # the owner's camera, on this port only
+    with pytest.raises(SourceError, match=PRIVATE):
+        sniff_http(f"http://127.0.0.1:{port}/cam", timeout=5, guard=allowed_camera)
+
+
+def test_a_redirect_within_the_allowed_camera_is_followed(redirector) -> None:
+    port, handler = redirector
+    handler.target = f"http://127.0.0.1:{port}/ok"
+    assert sniff_http(f"http://127.0.0.1:{port}/cam", timeout=5, guard=UrlGuard.build(True, f"127.0.0.1:{port}")) == (
+        "video"
+    )
