@@ -435,8 +435,9 @@ def server() -> Iterator[MjpegTestServer]:
 def run_source() -> Iterator[Callable[..., tuple[MjpegSource, Recorder]]]:
     started: list[MjpegSource] = []
 
-    def run(url: str, **kwargs: float) -> tuple[MjpegSource, Recorder]:
+    def run(url: str, reconnects: bool = False, **kwargs: float) -> tuple[MjpegSource, Recorder]:
         source = MjpegSource(url, **kwargs)
+        source.reconnects = reconnects  # parsing tests want the end of the server's stream to end the source
         recorder = Recorder()
         started.append(source)
         source.start(recorder.on_frame, recorder.on_status)
@@ -505,12 +506,18 @@ def test_source_streams_frames_from_python_server(server: MjpegTestServer, run_s
     assert rec.final == ("ended", "stopped")
 
 
-def test_source_ends_when_server_closes(server: MjpegTestServer, run_source) -> None:
-    server.routes["/s"] = stream_route(5, interval=0.0, hold=False)
-    source, rec = run_source(server.url("/s"))
-    assert rec.wait_final() == ("ended", "end of stream")
-    assert frame_id(rec.frames[-1].image) == 4
-    assert not source.running or source.join(5)
+def test_a_camera_that_hangs_up_is_reconnected_and_its_timeline_goes_on(server: MjpegTestServer, run_source) -> None:
+    server.routes["/s"] = stream_route(5, interval=0.0, hold=False)  # five frames, then the camera hangs up
+    source, rec = run_source(server.url("/s"), reconnects=True)
+    assert rec.wait(lambda: rec.states.count("live") >= 2, timeout=15), rec.statuses  # back after the retry
+    rec.wait_frames(6)
+    reconnecting = [detail for state, detail in rec.statuses if state == "reconnecting"]
+    assert reconnecting and reconnecting[0].startswith("the stream ended; retry 1 in ")
+    assert frame_id(rec.frames[4].image) == 4 and frame_id(rec.frames[5].image) == 0  # a fresh connection
+    times = [f.media_time for f in rec.frames]
+    assert times == sorted(times)  # media time never runs backwards across the reconnect
+    source.stop()
+    assert rec.wait_final() == ("ended", "stopped")
     assert source.corrupt == 0
 
 

@@ -7,8 +7,11 @@ the session silently and never leaves a thread behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
@@ -16,6 +19,9 @@ from pipeline.errors import SourceError
 from pipeline.frames import Frame
 
 log = logging.getLogger(__name__)
+
+RECONNECT_BASE = 1.0  # seconds before the first retry (at most; jitter takes up to half off)
+RECONNECT_CAP = 15.0  # the longest wait between retries
 
 FrameSink = Callable[[Frame], None]
 StatusSink = Callable[[str, str], None]
@@ -27,6 +33,8 @@ class Source(ABC):
     kind: str = "source"
     #: Whether the source has a natural end (files) or should be treated as live.
     live: bool = True
+    #: Whether a live source that broke or ended is reopened (network streams; not a browser webcam).
+    reconnects: bool = False
 
     def __init__(self, uri: str, source_id: str | None = None) -> None:
         self.uri = uri
@@ -84,29 +92,59 @@ class Source(ABC):
         self._on_status(state, detail)
 
     def _run(self) -> None:
+        """Read until the end; a live source that was live and then broke reconnects, forever, with
+        exponential backoff and jitter (``reconnect_delay``), and its media time carries on."""
         self.report("connecting", self.display_name)
-        live = False
-        try:
-            for frame in self.frames(self._stop):
-                if not live:
-                    live = True
-                    self.report("live", f"{frame.size[0]}x{frame.size[1]}")
-                self._on_frame(frame)
-                if self._stop.is_set():
-                    break
-        except SourceError as exc:
-            self.error = str(exc)
+        ever_live = False
+        attempt = 0
+        offset = 0.0  # media time added after a reconnect, so the timeline never runs backwards
+        last_time, last_wall = 0.0, time.monotonic()
+        while True:
+            live_now = False
+            first_time: float | None = None
+            try:
+                for frame in self.frames(self._stop):
+                    if first_time is None:
+                        first_time = frame.media_time
+                        if ever_live:  # continue the timeline after the gap the outage left
+                            offset = last_time + (time.monotonic() - last_wall) - frame.media_time
+                    if offset:
+                        frame = dataclasses.replace(frame, media_time=frame.media_time + offset)
+                    if not live_now:
+                        live_now, ever_live, attempt = True, True, 0
+                        self.report("live", f"{frame.size[0]}x{frame.size[1]}")
+                    last_time, last_wall = frame.media_time, time.monotonic()
+                    self._on_frame(frame)
+                    if self._stop.is_set():
+                        break
+                problem = "the stream ended" if self.live and self.reconnects else ""
+            except SourceError as exc:
+                problem = str(exc)
+            except Exception as exc:  # a bug or an unexpected library error: still report, never vanish
+                log.exception("source %s crashed", self.kind)
+                problem = f"{type(exc).__name__}: {exc}"
+            if self._stop.is_set():
+                self.report("ended", "stopped")
+                return
+            if not (self.live and self.reconnects and ever_live and problem):  # a source never live fails
+                break
+            attempt += 1
+            wait = reconnect_delay(attempt)
+            self.report("reconnecting", f"{problem}; retry {attempt} in {wait:.1f} s")
+            if self._stop.wait(wait):
+                self.report("ended", "stopped")
+                return
+        if problem:
+            self.error = problem
             self.report("failed", self.error)
-            return
-        except Exception as exc:  # a bug or an unexpected library error: still report, never vanish
-            log.exception("source %s crashed", self.kind)
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.report("failed", self.error)
-            return
-        if self._stop.is_set():
-            self.report("ended", "stopped")
-        elif not live:
+        elif not ever_live:
             self.error = "the source ended before delivering a single video frame"
             self.report("failed", self.error)
         else:
             self.report("ended", "end of stream")
+
+
+def reconnect_delay(attempt: int, base: float = RECONNECT_BASE, cap: float = RECONNECT_CAP) -> float:
+    """Exponential backoff with full jitter in its upper half: 0.5-1 s, 1-2 s, 2-4 s … up to ``cap``."""
+    ceiling = min(base * 2 ** (attempt - 1), cap)
+    return ceiling * (0.5 + random.random() / 2)  # jitter, not security

@@ -418,6 +418,8 @@ def _decode(payload: bytes) -> np.ndarray | None:
 class MjpegSource(Source):
     """Reads an MJPEG-over-HTTP stream, handing on only the newest picture of each network read."""
 
+    reconnects = True
+
     kind = "mjpeg"
     live = True
 

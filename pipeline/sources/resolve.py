@@ -74,6 +74,8 @@ def resolve_page(url: str) -> str:
 class UrlSource(Source):
     """An http(s) URL whose kind is only known after asking the server."""
 
+    reconnects = True
+
     kind = "url"
 
     def __init__(

@@ -30,6 +30,8 @@ def ffmpeg_options(url: str, rtsp_transport: str = "tcp") -> dict[str, str]:
 class StreamSource(Source):
     """Reads a network stream; finite HTTP videos are paced like files, live protocols are not."""
 
+    reconnects = True
+
     kind = "stream"
 
     def __init__(
