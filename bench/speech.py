@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from common import report, summary
+from listening import voiced_spans
 from media import Segment, write_video
 
 from pipeline.backends.opencv_narrator import OpenCVNarrator
@@ -59,7 +60,6 @@ from pipeline.events import (
 from pipeline.prompts import Voice, load_profiles
 from pipeline.session import Session
 from pipeline.sources.file import FileSource
-from pipeline.speech.audio import OUTPUT_RATE
 from pipeline.speech.espeak import EspeakEngine
 from pipeline.speech.sentences import SentenceSplitter
 from pipeline.speech.speaker import AudioOut, SpeechOptions
@@ -127,27 +127,6 @@ def overlapping_chunks(chunks: list[AudioOut]) -> int:
     """Chunks that start before the previous one ends (the player would talk over itself)."""
     pairs = itertools.pairwise(chunks)
     return sum(1 for a, b in pairs if b.plays_at < a.plays_at + len(a.samples) / a.sample_rate - 1e-3)
-
-
-def voiced_spans(chunks: list[AudioOut]) -> list[tuple[float, float]]:
-    """(start, end) in monotonic seconds of what a listener hears, short pauses merged."""
-    origin = chunks[0].plays_at
-    end = max(c.plays_at + len(c.samples) / OUTPUT_RATE for c in chunks)
-    track = np.zeros(round((end - origin) * OUTPUT_RATE) + 1, np.int16)
-    for c in chunks:
-        at = round((c.plays_at - origin) * OUTPUT_RATE)
-        track[at : at + len(c.samples)] = c.samples
-    frame = OUTPUT_RATE // 100
-    loud = np.abs(track[: len(track) // frame * frame].astype(np.int32)).reshape(-1, frame).max(axis=1) > LOUD
-    spans: list[tuple[float, float]] = []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))
-    for on, off in zip(edges[::2], edges[1::2], strict=True):
-        start, stop = float(origin + on / 100), float(origin + off / 100)
-        if spans and start - spans[-1][1] < MERGE_GAP:
-            spans[-1] = (spans[-1][0], stop)
-        else:
-            spans.append((start, stop))
-    return spans
 
 
 def utterances(spans: list[tuple[float, float]], starts: list[tuple[int, float]]) -> list[Utterance]:
@@ -240,7 +219,7 @@ def main() -> None:
         for s in started
         if generated[s.comment_id].frame_wall
     ]
-    spans = voiced_spans(chunks) if chunks else []
+    spans = voiced_spans(chunks, LOUD, MERGE_GAP) if chunks else []
     heard = utterances(spans, starts) if spans and starts else []
     started_at = {s.comment_id: s.wall for s in started}
     gaps, waiting_gaps = [], []

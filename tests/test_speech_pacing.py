@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from listening import voiced_spans
 from media import Segment, write_video
 from scripted_backend import ScriptedBackend
 from tone_engine import ToneEngine
@@ -89,26 +90,6 @@ def rig() -> Iterator[Rig]:
     speaker.start()
     yield Rig(bus, gate, engine, speaker, events)
     speaker.stop()
-
-
-def voiced_spans(chunks: list[AudioOut], threshold: int = 500) -> list[tuple[float, float]]:
-    """(start, end) of each stretch of sound a listener hears, in timeline seconds."""
-    origin = chunks[0].plays_at
-    end = max(c.plays_at + len(c.samples) / OUTPUT_RATE for c in chunks)
-    track = np.zeros(round((end - origin) * OUTPUT_RATE) + 1, np.int16)
-    for c in chunks:
-        at = round((c.plays_at - origin) * OUTPUT_RATE)
-        track[at : at + len(c.samples)] = c.samples
-    frame = OUTPUT_RATE // 100  # 10 ms
-    loud = np.abs(track[: len(track) // frame * frame].reshape(-1, frame)).max(axis=1) > threshold
-    spans, start = [], None
-    for i, on in enumerate([*loud, False]):
-        if on and start is None:
-            start = i
-        elif not on and start is not None:
-            spans.append((origin + start / 100, origin + i / 100))
-            start = None
-    return spans
 
 
 def assert_no_overlap(chunks: list[AudioOut]) -> None:
