@@ -97,6 +97,7 @@ class Commentator:
         self._last_comment: float | None = None
         self._last_activity: float | None = None
         self._failures = 0
+        self._outage = 0.0  # seconds the feed was gone before the pending 'feed_back' comment
         self._on_exit = on_exit or (lambda: None)
         self.gate = gate  # when speech is on: no new comment while the last one is still to be spoken
         self.model_voice = model_voice  # the backend's own voice goes on the bus as audio events
@@ -189,14 +190,19 @@ class Commentator:
             self.bus.publish(ModeChanged(t=now, mode=mode, reason=reason))
 
     def _due(self, now: float) -> str:
-        """The trigger for a comment now ('start', 'scene_cut', 'active', 'heartbeat'), or ''."""
+        """The trigger for a comment now ('start', 'feed_back', 'scene_cut', 'active', 'heartbeat'), or ''.
+
+        Nothing while the source is stalled or reconnecting: the picture is frozen, not still."""
         tuning = self.tuning
         if self._last_comment is None:
             self.hub.take_cut()
             return "start"
         since = now - self._last_comment
-        if since < tuning.min_interval or (self.gate is not None and not self.gate.is_open()):
+        if self.hub.in_gap or since < tuning.min_interval or (self.gate is not None and not self.gate.is_open()):
             return ""  # a cut waits in the hub, so the comment after the gate opens is about the new scene
+        if self.hub.peek_return() is not None:
+            self._outage = self.hub.take_return() or 0.0
+            return "feed_back"
         if self.hub.peek_cut() is not None:
             self.hub.take_cut()
             if tuning.comment_on_cut:
@@ -231,6 +237,7 @@ class Commentator:
             recent=recent,
             instructions=instructions,
             trigger=trigger,
+            outage=self._outage if trigger == "feed_back" else 0.0,
         )
         stages["prompt_ms"] = (time.perf_counter() - mark) * 1000
         self._cancel.clear()

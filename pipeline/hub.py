@@ -31,6 +31,8 @@ class FrameHub:
         self.score = SceneScore(0.0, 0.0, 0.0, False)
         self.last_cut: float | None = None
         self._pending_cut: float | None = None
+        self.in_gap = False  # the source is stalled or reconnecting: the newest frame is a frozen one
+        self._pending_return: float | None = None  # seconds the feed was gone, until commented on
         self._next_capture = 0.0
         self._next_score = 0.0
         self.ended = False
@@ -53,13 +55,19 @@ class FrameHub:
         """Take a decoded frame: score it (throttled), maybe capture it, wake the commentator."""
         with self._cond:
             tuning = self._tuning
-            self.latest = frame
+            previous, self.latest = self.latest, frame
             self.frames_in += 1
             t = frame.media_time
             if t < self._next_capture - 1.0 / tuning.capture_fps or t < self._next_score - 1.0:
                 self._next_capture = self._next_score = t  # media time jumped back (loop, new source)
                 self.scorer.reset()
             cut = False
+            if self.in_gap:  # the feed is back: what follows is a new scene, about which the next comment is
+                self.in_gap = False
+                self._pending_return = frame.wall_time - previous.wall_time if previous else 0.0
+                self.last_cut, self._pending_cut = t, None
+                self.scorer.reset()
+                self._next_capture = self._next_score = t
             if t >= self._next_score:
                 started = time.perf_counter()
                 self.score = self.scorer.score(frame.image, t)
@@ -86,6 +94,21 @@ class FrameHub:
     def peek_cut(self) -> float | None:
         with self._cond:
             return self._pending_cut
+
+    def mark_gap(self) -> None:
+        """The source stalled or is reconnecting: no comments on the frozen picture until frames return."""
+        with self._cond:
+            self.in_gap = True
+
+    def take_return(self) -> float | None:
+        """How long the feed was gone, once it is back and not yet commented on (and forget it), or None."""
+        with self._cond:
+            gone, self._pending_return = self._pending_return, None
+            return gone
+
+    def peek_return(self) -> float | None:
+        with self._cond:
+            return self._pending_return
 
     def mark_ended(self) -> None:
         """The source is done; wake the commentator so it can finish up."""

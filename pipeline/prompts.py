@@ -62,6 +62,7 @@ def build_prompt(
     recent: list[str],
     instructions: list[str],
     trigger: str,
+    outage: float = 0.0,
 ) -> PromptParts:
     """Compose system and user text from the profile, recent comments and live instructions."""
     system = profile.system_prompt.strip()
@@ -74,7 +75,12 @@ def build_prompt(
         lines.append(f"These {frame_count} frames cover the last {span_seconds:.0f} s of a live video, oldest first.")
     else:
         lines.append("This is the current frame of a live video.")
-    if trigger == "scene_cut":
+    if trigger == "feed_back":
+        lines.append(
+            f"The video feed was cut off for about {max(outage, 1):.0f} s and has just come back: "
+            "say so in a few words, then talk about what you see now."
+        )
+    elif trigger == "scene_cut":
         lines.append("The scene just changed: talk about the new scene.")
     elif trigger == "heartbeat":
         lines.append("The picture has been still for a while: mention anything that is different, or reply '...'.")

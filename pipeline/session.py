@@ -81,6 +81,8 @@ class Session:
         name = source.display_name if source else ""
         t = self.media_now()
         self.bus.publish(SourceStatus(t=t, state=state, detail=detail, source=name))
+        if state in ("stalled", "reconnecting"):
+            self.hub.mark_gap()
         if state == "failed":
             self.bus.publish(ErrorEvent(t=t, message=detail, fatal=True))
         if state in ("ended", "failed"):

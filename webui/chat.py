@@ -28,7 +28,8 @@ def note_text(event: Event) -> str | None:
     if isinstance(event, ModeChanged):
         return f"{event.mode} {clock(event.t)}"
     if isinstance(event, SourceStatus) and event.state in ("live", "stalled", "reconnecting", "ended", "failed"):
-        return f"source {event.state}" + (f": {event.detail}" if event.state == "failed" else "")
+        explained = event.state in ("failed", "stalled", "reconnecting") or event.detail.startswith("back after")
+        return f"source {event.state}" + (f": {event.detail}" if explained and event.detail else "")
     if isinstance(event, ErrorEvent):
         return f"⚠ {event.message}"
     return None

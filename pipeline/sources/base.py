@@ -111,8 +111,10 @@ class Source(ABC):
                     if offset:
                         frame = dataclasses.replace(frame, media_time=frame.media_time + offset)
                     if not live_now:
+                        size = f"{frame.size[0]}x{frame.size[1]}"
+                        back = f"back after {time.monotonic() - last_wall:.0f} s, " if ever_live else ""
                         live_now, ever_live, attempt = True, True, 0
-                        self.report("live", f"{frame.size[0]}x{frame.size[1]}")
+                        self.report("live", back + size)
                     last_time, last_wall = frame.media_time, time.monotonic()
                     self._on_frame(frame)
                     if self._stop.is_set():

@@ -103,7 +103,14 @@ class UrlSource(Source):
         self.live = inner.live
 
 
-def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0, guard: UrlGuard | None = None) -> Source:
+def open_source(
+    uri: str,
+    *,
+    loop: bool = False,
+    timeout: float = 10.0,
+    guard: UrlGuard | None = None,
+    rtsp_transport: str = "tcp",
+) -> Source:
     """The Source for a path or URL; unknown schemes and bad files fail here, at once."""
     text = uri.strip()
     if not text:
@@ -114,7 +121,7 @@ def open_source(uri: str, *, loop: bool = False, timeout: float = 10.0, guard: U
     if scheme in ("http", "https"):
         return UrlSource(text, timeout=timeout, guard=guard)
     if scheme in STREAM_SCHEMES:
-        return StreamSource(text, timeout=timeout)
+        return StreamSource(text, timeout=timeout, rtsp_transport=rtsp_transport)
     if scheme and len(scheme) > 1:  # one letter is a Windows drive (C:\...)
         raise SourceError(
             f"{mask_url(text)}: unsupported scheme '{scheme}://'; use a file path, http(s)://, "

@@ -53,7 +53,13 @@ class StreamSource(Source):
         self.live = scheme in LIVE_SCHEMES or container.duration is None
         try:
             yield from decode_frames(
-                container, stop, self.source_id, self.display_name, paced=not self.live, stats=self.stats
+                container,
+                stop,
+                self.source_id,
+                self.display_name,
+                paced=not self.live,
+                stats=self.stats,
+                read_timeout=self.timeout,
             )
         finally:
             container.close()

@@ -34,10 +34,10 @@ class StallWatchdog:
     def frame_arrived(self) -> None:
         """Note a frame; a stalled source is reported live again at once."""
         with self._lock:
-            self._last = time.monotonic()
-            resumed = self.source.state == "stalled"
-            if resumed:
-                self.source.report("live", "frames are arriving again")
+            now = time.monotonic()
+            silent, self._last = now - self._last, now
+            if self.source.state == "stalled":
+                self.source.report("live", f"back after {silent:.0f} s")
 
     def _run(self) -> None:
         while not self._stop.wait(self.check_every):

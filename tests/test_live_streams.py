@@ -1,0 +1,272 @@
+"""Live sources against real stream servers on loopback: an RTSP camera (GStreamer's RTSP server, TCP
+and UDP, credentials), VLC's RTSP and HTTP streams, FFmpeg's RTMP and a live HLS playlist; cameras
+killed, frozen and restarted while a session comments on them."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from media import Segment, write_video
+from scripted_backend import ScriptedBackend
+from stream_servers import (
+    ServerProcess,
+    ffmpeg_live_hls,
+    ffmpeg_rtmp,
+    rtsp_camera,
+    rtsp_camera_available,
+    vlc_available,
+    vlc_http_ts,
+    vlc_rtsp,
+)
+
+from pipeline.config import Tuning
+from pipeline.events import CommentaryStarted, Event, SourceStatus
+from pipeline.frames import Frame
+from pipeline.prompts import load_profiles
+from pipeline.session import Session
+from pipeline.sources.resolve import open_source
+from pipeline.sources.stream import StreamSource
+
+needs_vlc = pytest.mark.skipif(not vlc_available(), reason="VLC is not installed (scripts/setup.sh --dev)")
+needs_camera = pytest.mark.skipif(
+    not rtsp_camera_available(), reason="GStreamer's RTSP server is not installed (scripts/setup.sh --dev)"
+)
+
+
+@pytest.fixture(scope="module")
+def live_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s, 320x180, 15 fps, a keyframe every second (a camera's usual GOP), two scenes."""
+    folder = tmp_path_factory.mktemp("live")
+    return write_video(folder / "cam.mp4", [Segment(3, 0, moving=True), Segment(3, 1, moving=True)])
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Servers a test starts; all are killed at the end, pass or fail."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.close()
+
+
+def read_frames(source: StreamSource, count: int, timeout: float = 30) -> tuple[list[Frame], list[str]]:
+    """Run the source until ``count`` frames arrived; the frames and the states it reported."""
+    frames: list[Frame] = []
+    states: list[str] = []
+    done = threading.Event()
+
+    def on_frame(frame: Frame) -> None:
+        frames.append(frame)
+        if len(frames) >= count:
+            done.set()
+
+    def on_status(state: str, detail: str) -> None:
+        states.append(state)
+        if state in ("failed", "ended"):
+            done.set()
+
+    source.start(on_frame, on_status)
+    try:
+        assert done.wait(timeout), f"no {count} frames within {timeout} s: {states}"
+    finally:
+        source.stop()
+    assert not source.running
+    return frames, states
+
+
+def assert_live_video(frames: list[Frame], states: list[str]) -> None:
+    assert states[:2] == ["connecting", "live"] and "failed" not in states, states
+    assert frames[0].image.shape == (180, 320, 3)
+    times = [f.media_time for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(times)), times
+
+
+@pytest.fixture
+def camera(tmp_path: Path, servers: list[ServerProcess]) -> Callable[..., str]:
+    """Start an RTSP camera with the given flags; its URL."""
+
+    def start(*extra: str) -> str:
+        server, url = rtsp_camera(tmp_path / f"camera{len(servers)}.log", extra=extra)
+        servers.append(server)
+        server.start()
+        return url
+
+    return start
+
+
+@needs_camera
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_transport_setting_is_what_the_camera_gets(camera, transport: str) -> None:
+    """The camera offers only one transport, so a source that ignored the setting would fail."""
+    url = camera("--only", transport)
+    source = open_source(url, timeout=5, rtsp_transport=transport)
+    frames, states = read_frames(source, 20)
+    assert_live_video(frames, states)
+    assert source.live
+
+
+@needs_camera
+def test_rtsp_camera_that_offers_only_the_other_transport_says_which_to_pick(camera) -> None:
+    url = camera("--only", "udp")
+    frames, states = read_frames(open_source(url, timeout=5, rtsp_transport="tcp"), 1)
+    assert states[-1] == "failed" and not frames
+    # the message itself: see docs/inputs.md and test_bad_inputs.py
+
+
+@needs_camera
+def test_rtsp_credentials_are_used_and_never_shown(camera) -> None:
+    url = camera("--user", "admin", "--password", "s3cret-pw")
+    authed = url.replace("rtsp://", "rtsp://admin:s3cret-pw@")
+    source = open_source(authed, timeout=5)
+    frames, states = read_frames(source, 10)
+    assert_live_video(frames, states)
+    assert "s3cret" not in source.display_name + source.source_id
+    details: list[str] = []
+    wrong = open_source(authed.replace("s3cret-pw", "wrong-pw"), timeout=5)
+    wrong.start(lambda frame: None, lambda state, detail: details.append(f"{state}: {detail}"))
+    assert wrong.join(15)
+    assert "access denied" in details[-1] and "pw" not in " ".join(details), details
+
+
+@needs_vlc
+def test_vlc_rtsp_stream(live_clip: Path, tmp_path: Path, servers) -> None:
+    server, url = vlc_rtsp(live_clip, tmp_path / "vlc.log")
+    servers.append(server)
+    server.start()
+    frames, states = read_frames(open_source(url, timeout=5, rtsp_transport="udp"), 20)
+    assert_live_video(frames, states)
+
+
+@needs_vlc
+def test_vlc_http_stream_is_live(live_clip: Path, tmp_path: Path, servers) -> None:
+    """VLC's "stream over HTTP" (MPEG-TS with no length) is sniffed as video and treated as live."""
+    server, url = vlc_http_ts(live_clip, tmp_path / "vlc.log")
+    servers.append(server)
+    server.start()
+    source = open_source(url, timeout=5)
+    frames, states = read_frames(source, 20)
+    assert_live_video(frames, states)
+    assert source.live
+
+
+def test_rtmp_from_ffmpeg(live_clip: Path, tmp_path: Path, servers) -> None:
+    server, url = ffmpeg_rtmp(live_clip, tmp_path / "ffmpeg.log")
+    servers.append(server)
+    server.start()
+    frames, states = read_frames(open_source(url, timeout=5), 20)
+    assert_live_video(frames, states)
+
+
+def test_live_hls_playlist_is_a_live_source(live_clip: Path, tmp_path: Path, servers, http_dir) -> None:
+    base, root = http_dir
+    server = ffmpeg_live_hls(live_clip, root, tmp_path / "ffmpeg.log")
+    servers.append(server)
+    server.start()
+    source = open_source(f"{base}/live.m3u8", timeout=5)
+    frames, states = read_frames(source, 20)
+    assert_live_video(frames, states)
+    assert source.live  # no #EXT-X-ENDLIST: it is not paced like a file and never "ends" quietly
+
+
+# --- outages while a session comments ----------------------------------------------------------
+
+
+class Watcher:
+    """The session's events, read on the test's thread with a deadline for each wait."""
+
+    def __init__(self, session: Session) -> None:
+        self.sub = session.bus.subscribe("test", maxsize=100_000)
+        self.seen: list[Event] = []
+
+    def until(self, check: Callable[[Event], bool], what: str, timeout: float = 30) -> Event:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = self.sub.get(left)
+            if event is None:
+                break
+            self.seen.append(event)
+            if check(event):
+                return event
+        raise AssertionError(f"no {what} within {timeout} s; states: {self.states()}")
+
+    def state(self, name: str, timeout: float = 30) -> SourceStatus:
+        event = self.until(lambda e: isinstance(e, SourceStatus) and e.state == name, f"'{name}' status", timeout)
+        assert isinstance(event, SourceStatus)
+        return event
+
+    def states(self) -> list[str]:
+        return [e.state for e in self.seen if isinstance(e, SourceStatus)]
+
+
+def comment_triggers(events: list[Event]) -> list[str]:
+    return [e.trigger for e in events if isinstance(e, CommentaryStarted)]
+
+
+@pytest.fixture
+def commentary_session() -> Iterator[Callable[[StreamSource], Watcher]]:
+    """Start a session with a scripted model on a source, commenting every second; stopped at the end."""
+    sessions: list[Session] = []
+
+    def start(source: StreamSource) -> Watcher:
+        tuning = Tuning(active_interval=1.0, min_interval=0.5, heartbeat=1.0)
+        session = Session(ScriptedBackend(), load_profiles()["narrator"], tuning, stall_after=1.0)
+        sessions.append(session)
+        watcher = Watcher(session)
+        session.start(source)
+        return watcher
+
+    yield start
+    for session in sessions:
+        session.stop()
+
+
+def assert_feed_back_comment(watcher: Watcher, outage_from: int) -> None:
+    """No comment while the feed was away; the first one after it says the feed came back."""
+    started = watcher.until(lambda e: isinstance(e, CommentaryStarted), "comment after the feed returned")
+    assert isinstance(started, CommentaryStarted)
+    during = comment_triggers(watcher.seen[outage_from:-1])
+    assert during == [], f"commented on a frozen picture: {during}"
+    assert started.trigger == "feed_back"
+
+
+@needs_camera
+def test_a_camera_that_restarts_is_reconnected_and_the_commentary_says_so(
+    camera, servers, commentary_session
+) -> None:
+    url = camera()
+    server = servers[-1]
+    watcher = commentary_session(StreamSource(url, timeout=3))
+    watcher.state("live")
+    watcher.until(lambda e: isinstance(e, CommentaryStarted), "first comment")
+    server.kill()
+    outage_from = len(watcher.seen)
+    reconnecting = watcher.state("reconnecting")
+    assert "retry 1 in" in reconnecting.detail, reconnecting.detail
+    server.start()
+    back = watcher.state("live", timeout=20)
+    assert back.detail.startswith("back after"), back.detail
+    assert_feed_back_comment(watcher, outage_from)
+
+
+@needs_camera
+def test_a_hung_camera_is_stalled_then_reconnected(camera, servers, commentary_session) -> None:
+    url = camera()
+    server = servers[-1]
+    watcher = commentary_session(StreamSource(url, timeout=2))
+    watcher.state("live")
+    watcher.until(lambda e: isinstance(e, CommentaryStarted), "first comment")
+    server.freeze()
+    outage_from = len(watcher.seen)
+    watcher.state("stalled")  # the watchdog, long before the read times out
+    watcher.state("reconnecting")  # the read timed out: the reader gives up on the hung connection
+    server.kill()
+    server.start()
+    watcher.state("live", timeout=20)
+    states = [e.state for e in watcher.seen[outage_from:] if isinstance(e, SourceStatus)]
+    assert states[:2] == ["stalled", "reconnecting"] and states[-1] == "live", states
+    assert_feed_back_comment(watcher, outage_from)
