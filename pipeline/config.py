@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
     auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
+    rtsp_transport: str = Field(
+        "tcp",
+        pattern=r"^(tcp|udp)$",
+        description="RTSP cameras: tcp (works through NAT and firewalls, no lost packets) or udp (some cameras "
+        "only offer it; lowest delay on a clean network)",
+    )
     allow_hosts: str = Field(
         "",
         description="web UI, when shared: private hosts visitors may open (your cameras), comma-separated: "

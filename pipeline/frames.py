@@ -19,6 +19,7 @@ class Frame:
     wall_time: float
     index: int
     source_id: str
+    capture_time: float | None = None  # wall clock when the camera took it, where the stream says (RTSP's RTCP)
 
     @property
     def size(self) -> tuple[int, int]:

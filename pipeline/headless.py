@@ -95,7 +95,7 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
     tuning, profile = run.tuning, run.profile
     if settings.audio_out and settings.tts == "none":
         raise OnlookerError("--audio-out needs a speech engine; leave --tts at auto or pick one")
-    source = open_source(settings.source, loop=settings.loop)
+    source = open_source(settings.source, loop=settings.loop, rtsp_transport=settings.rtsp_transport)
     choice = create_backend(settings)
     notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
     speech = speech_options(settings, choice.backend, notes) if settings.audio_out else None

@@ -8,14 +8,20 @@ wakes the commentator, so it can speak about the new scene without waiting for a
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 
 from pipeline.config import Tuning
 from pipeline.events import EventBus, SceneCut
 from pipeline.frames import Frame
 from pipeline.scene import SceneScore, SceneScorer
 from pipeline.window import FrameWindow
+
+LAG_FRAMES = 60  # source lag is the median over this many recent frames
+# Beyond these the camera's clock is off, not the stream late: report nothing rather than nonsense.
+LAG_PLAUSIBLE = (-0.5, 30.0)
 
 
 class FrameHub:
@@ -37,6 +43,7 @@ class FrameHub:
         self._next_score = 0.0
         self.ended = False
         self.frames_in = 0
+        self._lags: deque[float] = deque(maxlen=LAG_FRAMES)  # capture → decoded, seconds, where known
         self.scored = 0
         self.scoring_seconds = 0.0
 
@@ -57,6 +64,8 @@ class FrameHub:
             tuning = self._tuning
             previous, self.latest = self.latest, frame
             self.frames_in += 1
+            if frame.capture_time is not None:
+                self._lags.append(frame.wall_time - frame.capture_time)
             t = frame.media_time
             if t < self._next_capture - 1.0 / tuning.capture_fps or t < self._next_score - 1.0:
                 self._next_capture = self._next_score = t  # media time jumped back (loop, new source)
@@ -94,6 +103,16 @@ class FrameHub:
     def peek_cut(self) -> float | None:
         with self._cond:
             return self._pending_cut
+
+    def source_lag(self) -> float | None:
+        """Seconds from the camera taking a frame to it being decoded here (median of the recent ones);
+        None when the stream carries no capture clock, or the camera's clock is plainly not in sync."""
+        with self._cond:
+            lags = list(self._lags)
+        if not lags:
+            return None
+        lag = statistics.median(lags)
+        return lag if LAG_PLAUSIBLE[0] <= lag <= LAG_PLAUSIBLE[1] else None
 
     def mark_gap(self) -> None:
         """The source stalled or is reconnecting: no comments on the frozen picture until frames return."""

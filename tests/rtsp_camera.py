@@ -14,27 +14,12 @@ import argparse
 import time
 
 import gi
+from camera_clock import clock_frame
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
-
-CLOCK_BITS = 44
-BLOCK = 24  # pixels per bit block: survives H.264 at any sane bitrate
-
-
-def clock_frame(width: int, height: int, millis: int) -> bytes:
-    """One I420 frame: mid-grey, with ``millis`` as bit blocks (white = 1) in the top band."""
-    luma = bytearray(b"\x80" * (width * height))
-    for bit in range(CLOCK_BITS):
-        value = 255 if millis >> (CLOCK_BITS - 1 - bit) & 1 else 0
-        x = (bit % (width // BLOCK)) * BLOCK
-        y = (bit // (width // BLOCK)) * BLOCK
-        for row in range(y, y + BLOCK):
-            luma[row * width + x : row * width + x + BLOCK] = bytes([value]) * BLOCK
-    chroma = b"\x80" * (width * height // 2)
-    return bytes(luma) + chroma
 
 
 class ClockFactory(GstRtspServer.RTSPMediaFactory):

@@ -5,12 +5,14 @@ killed, frozen and restarted while a session comments on them."""
 from __future__ import annotations
 
 import itertools
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from camera_clock import read_clock
 from media import Segment, write_video
 from scripted_backend import ScriptedBackend
 from stream_servers import (
@@ -25,8 +27,9 @@ from stream_servers import (
 )
 
 from pipeline.config import Tuning
-from pipeline.events import CommentaryStarted, Event, SourceStatus
+from pipeline.events import CommentaryStarted, Event, EventBus, SourceStatus
 from pipeline.frames import Frame
+from pipeline.hub import LAG_FRAMES, FrameHub
 from pipeline.prompts import load_profiles
 from pipeline.session import Session
 from pipeline.sources.resolve import open_source
@@ -270,3 +273,28 @@ def test_a_hung_camera_is_stalled_then_reconnected(camera, servers, commentary_s
     states = [e.state for e in watcher.seen[outage_from:] if isinstance(e, SourceStatus)]
     assert states[:2] == ["stalled", "reconnecting"] and states[-1] == "live", states
     assert_feed_back_comment(watcher, outage_from)
+
+
+@needs_camera
+def test_rtsp_frames_carry_when_the_camera_took_them(camera) -> None:
+    """The capture time from the camera's RTCP reports matches the clock the camera drew into the
+    picture; the session's source lag is the age of frames at decoding."""
+    url = camera("--clock", "--size", "640x360", "--fps", "30")
+    frames, _ = read_frames(open_source(url, timeout=5), 60)
+    timed = [f for f in frames if f.capture_time is not None]
+    assert len(timed) >= 30, "the camera's sender reports never gave a capture clock"
+    errors = [abs(f.capture_time - read_clock(f.image)) for f in timed]
+    assert max(errors) < 0.03, errors
+    hub = FrameHub(EventBus(), Tuning())
+    for frame in timed:
+        hub.push(frame)
+    lag = hub.source_lag()
+    assert lag is not None and 0 < lag == statistics.median(f.wall_time - f.capture_time for f in timed[-LAG_FRAMES:])
+
+
+def test_streams_without_a_capture_clock_report_no_lag(live_clip: Path, tmp_path: Path, servers) -> None:
+    server, url = ffmpeg_rtmp(live_clip, tmp_path / "ffmpeg.log")
+    servers.append(server)
+    server.start()
+    frames, _ = read_frames(open_source(url, timeout=5), 5)
+    assert all(f.capture_time is None for f in frames)

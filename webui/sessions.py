@@ -140,6 +140,8 @@ class Viewer:
         span = window[-1].media_time - window[0].media_time if len(window) > 1 else 0.0
         self.status.capture_fps = (len(window) - 1) / span if span > 0 else 0.0
         self.status.display_fps = self.live.display_fps()
+        lag = hub.source_lag()
+        self.status.source_lag_ms = lag * 1000 if lag is not None else None
         return self.status
 
     def close(self) -> None:

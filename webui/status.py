@@ -16,6 +16,7 @@ class StatusSnapshot:
     capture_fps: float = 0.0
     display_fps: float = 0.0
     latency_ms: float | None = None
+    source_lag_ms: float | None = None  # camera → decoded, where the stream carries the capture time
     comments: int = 0
 
 
@@ -37,6 +38,7 @@ def render_status(snapshot: StatusSnapshot | None, backend: str, device: str) ->
     pills = [
         ("source", s.source),
         ("mode", s.mode.upper()),
+        ("source lag", f"{s.source_lag_ms:.0f} ms" if s.source_lag_ms is not None else "–"),
         ("capture", f"{s.capture_fps:.1f} fps"),
         ("display", f"{s.display_fps:.0f} fps"),
         ("latency", latency),

@@ -89,6 +89,13 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
+def capture_time(container: av.container.InputContainer, frame_time: float) -> float | None:
+    """When the camera took the frame (Unix time), from the sender reports an RTSP camera sends
+    (RTCP's wall clock for its RTP timestamps); None where the stream does not say."""
+    realtime = container.start_time_realtime
+    return realtime / 1e6 + frame_time if realtime else None
+
+
 def _timely_frames(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, read_timeout: float | None
 ) -> Iterator[av.VideoFrame]:
@@ -168,7 +175,14 @@ def decode_frames(
                         continue
                 image = _to_rgb(av_frame)
                 stats.decoded += 1
-                yield Frame(image=image, media_time=media_time, wall_time=time.time(), index=index, source_id=source_id)
+                yield Frame(
+                    image=image,
+                    media_time=media_time,
+                    wall_time=time.time(),
+                    index=index,
+                    source_id=source_id,
+                    capture_time=capture_time(container, raw_time) if not paced else None,
+                )
                 index += 1
         except (av.error.FFmpegError, OSError) as exc:
             if stats.decoded == 0:
