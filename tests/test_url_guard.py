@@ -7,6 +7,7 @@ DNS); the redirect rows use a real HTTP server on loopback that the owner allowe
 from __future__ import annotations
 
 import http.server
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ import pytest
 
 from pipeline.errors import SourceError
 from pipeline.sources.guard import Allowed, UrlGuard, is_loopback
-from pipeline.sources.resolve import sniff_http
+from pipeline.sources.resolve import open_source, sniff_http
 
 DNS = {
     "cam.example.com": ["93.184.216.34"],
@@ -143,3 +144,35 @@ def test_a_redirect_within_the_allowed_camera_is_followed(redirector) -> None:
     assert sniff_http(f"http://127.0.0.1:{port}/cam", timeout=5, guard=UrlGuard.build(True, f"127.0.0.1:{port}")) == (
         "video"
     )
+
+
+def test_stream_urls_are_pinned_to_the_address_that_was_checked() -> None:
+    """DNS rebinding: the name answers a public address to the check and a private one to FFmpeg's own
+    lookup a moment later. The URL handed on carries the checked address, so no second lookup happens."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    rebinding = UrlGuard(True, resolve=lambda host: next(answers))
+    opened = rebinding.check("rtsp://admin:pw@rebind.example.com:8554/live?channel=1")
+    assert opened == "rtsp://admin:pw@93.184.216.34:8554/live?channel=1"
+    with pytest.raises(SourceError, match=PRIVATE):  # what FFmpeg's own lookup would have got
+        rebinding.check("rtsp://rebind.example.com/live")
+    v6 = UrlGuard(True, resolve=lambda host: ["2606:2800:220:1:248:1893:25c8:1946"])
+    assert v6.check("rtmp://cam.example.com/live/key") == "rtmp://[2606:2800:220:1:248:1893:25c8:1946]/live/key"
+    # HTTP keeps its name (Host header, TLS); its redirects are checked hop by hop instead
+    assert guard().check("https://cam.example.com/live.m3u8") == "https://cam.example.com/live.m3u8"
+    assert guard(exposed=False).check("rtsp://lan.example.com/s") == "rtsp://lan.example.com/s"
+
+
+def test_a_remote_playlist_cannot_make_ffmpeg_read_local_files(http_dir, short_video, tmp_path) -> None:
+    """An HLS playlist on an allowed host that lists a file:// segment: FFmpeg refuses it."""
+    base, root = http_dir
+    secret = tmp_path / "secret.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", str(secret)], check=True)
+    (root / "evil.m3u8").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile://{secret}\n#EXT-X-ENDLIST\n"
+    )
+    source = open_source(f"{base}/evil.m3u8", timeout=5, guard=UrlGuard.build(True, "127.0.0.1"))
+    states: list[tuple[str, str]] = []
+    frames: list[object] = []
+    source.start(frames.append, lambda state, detail: states.append((state, detail)))
+    assert source.join(20)
+    assert frames == [] and states[-1][0] == "failed", states

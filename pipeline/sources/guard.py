@@ -15,7 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import SourceError
 from pipeline.sources.urls import mask_url
@@ -47,6 +47,19 @@ def _public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_global and not address.is_multicast
+
+
+def pin_host(url: str, address: IPAddress) -> str:
+    """``url`` with its host name replaced by ``address`` (credentials and port kept).
+
+    Not for HTTP(S): there the name also travels in the Host header and TLS, and redirects are
+    checked hop by hop instead.
+    """
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    host = f"[{address}]" if address.version == 6 else str(address)
+    netloc = (userinfo + "@" if userinfo else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -92,9 +105,11 @@ class UrlGuard:
         entries = tuple(Allowed.parse(e) for e in allow_hosts.split(",") if e.strip())
         return cls(exposed, entries)
 
-    def check(self, url: str) -> None:
+    def check(self, url: str) -> str:
+        """The URL to open: as given, or for RTSP/RTMP/SRT with the host replaced by the address that
+        was checked, so FFmpeg cannot be sent elsewhere by a second DNS answer (DNS rebinding)."""
         if not self.exposed:
-            return
+            return url
         where = mask_url(url)
         parts = urlsplit(url.strip())
         scheme = parts.scheme.lower()
@@ -113,10 +128,11 @@ class UrlGuard:
         except ValueError:
             addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolve(host)]
         if any(entry.matches(host, addresses, port) for entry in self.allow):
-            return
+            return url
         blocked = [str(a) for a in addresses if not _public(a)]
         if blocked:
             raise SourceError(
                 f"{where}: '{host}' is a private, loopback or link-local address ({', '.join(blocked)}), which a "
                 "shared app does not open for visitors; the owner can allow their own cameras with --allow-hosts"
             )
+        return url if scheme.startswith("http") else pin_host(url.strip(), addresses[0])
