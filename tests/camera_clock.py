@@ -39,3 +39,10 @@ def clock_frame(width: int, height: int, millis: int) -> bytes:
             luma[row * width + x : row * width + x + BLOCK] = bytes([value]) * BLOCK
     chroma = b"\x80" * (width * height // 2)
     return bytes(luma) + chroma
+
+
+def draw_clock(picture: Any, millis: int) -> None:
+    """Draw ``millis`` into a greyscale picture (an H×W NumPy array) in place, as ``clock_frame`` does."""
+    for bit in range(CLOCK_BITS):
+        x, y = _block(bit, picture.shape[1])
+        picture[y : y + BLOCK, x : x + BLOCK] = 255 if millis >> (CLOCK_BITS - 1 - bit) & 1 else 0

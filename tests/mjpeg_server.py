@@ -122,10 +122,10 @@ class _Server(ThreadingHTTPServer):
 class MjpegTestServer:
     """A threaded HTTP server on 127.0.0.1:<free port>; register routes, then ``close()`` in teardown."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.routes: dict[str, Route] = {}
         self.closing = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", port), Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
