@@ -72,10 +72,25 @@ def test_chat_keeps_a_bounded_history():
 
 
 def test_status_strip_shows_values_and_escapes_them():
-    snap = StatusSnapshot(source="live", mode="active", capture_fps=1.0, display_fps=29.6, latency_ms=420)
+    snap = StatusSnapshot(
+        source="live", mode="active", capture_fps=1.0, display_fps=29.6, latency_ms=420, source_lag_ms=41.6
+    )
     out = render_status(snap, "<b>model</b>", "CPU")
     assert 'data-source="live"' in out and "ACTIVE" in out and "30 fps" in out and "0.42 s" in out
+    assert "<b>source lag</b> 42 ms" in out
     assert "<b>model</b>" not in out and "&lt;b&gt;model&lt;/b&gt;" in out
+    assert "<b>source lag</b> –" in render_status(StatusSnapshot(), "m", "CPU")  # the stream does not say
+
+
+def test_outage_notes_say_why_and_how_long() -> None:
+    chat = ChatLog()
+    chat.apply(SourceStatus(t=3, state="live", detail="320x180"))
+    chat.apply(SourceStatus(t=4, state="reconnecting", detail="the stream ended; retry 1 in 0.7 s"))
+    chat.apply(SourceStatus(t=9, state="live", detail="back after 5 s, 320x180"))
+    assert chat.messages[-1]["content"] == (
+        "<small>source live · source reconnecting: the stream ended; retry 1 in 0.7 s · "
+        "source live: back after 5 s, 320x180</small>"
+    )
 
 
 # --- live view -------------------------------------------------------------------------------------
@@ -297,3 +312,15 @@ def test_a_shared_app_refuses_internal_urls_and_starts_nothing(tmp_path, monkeyp
         assert mgr.guard.allow and mgr.guard.exposed
     finally:
         mgr.close_all()
+
+
+def test_url_sources_get_the_checked_address_and_the_rtsp_transport() -> None:
+    from pipeline.sources.guard import UrlGuard
+    from pipeline.sources.stream import StreamSource
+    from webui.sessions import make_source
+
+    request = SourceRequest("URL", url="rtsp://cam.example.com:8554/live")
+    local = make_source(request, UrlGuard.build(False), "udp")
+    assert isinstance(local, StreamSource) and local.rtsp_transport == "udp" and local.uri == request.url
+    shared = make_source(request, UrlGuard(True, resolve=lambda host: ["93.184.216.34"]))
+    assert shared.uri == "rtsp://93.184.216.34:8554/live"

@@ -54,7 +54,7 @@ class SourceRequest:
     url: str | None = None
 
 
-def make_source(request: SourceRequest, guard: UrlGuard | None = None) -> Source:
+def make_source(request: SourceRequest, guard: UrlGuard | None = None, rtsp_transport: str = "tcp") -> Source:
     """The Source for the chosen mode; a missing or bad input, or a URL a visitor of a shared app may
     not open (``guard``), raises OnlookerError saying what to do."""
     if request.mode == "Webcam":
@@ -66,9 +66,8 @@ def make_source(request: SourceRequest, guard: UrlGuard | None = None) -> Source
     if request.mode == "URL":
         if not (request.url or "").strip():
             raise OnlookerError("type a stream or camera URL first (rtsp://, http://, an HLS .m3u8, a YouTube page…)")
-        if guard is not None:
-            guard.check(request.url or "")
-        return open_source(request.url or "", guard=guard)
+        url = guard.check(request.url or "") if guard is not None else request.url or ""
+        return open_source(url, guard=guard, rtsp_transport=rtsp_transport)
     raise OnlookerError(f"unknown source mode '{request.mode}'; allowed: {', '.join(MODES)}")
 
 
@@ -219,7 +218,7 @@ class SessionManager:
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
         """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
         chosen = pick(profile, self.profiles, "profile", "profile")
-        source = make_source(request, self.guard)
+        source = make_source(request, self.guard, self.settings.rtsp_transport)
         viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key))
         viewer.live.sync = self._sync.get(key, self.settings.live_sync)
         if viewer.session.speaker is not None:
