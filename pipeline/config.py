@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
     auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
+    max_upload_mb: int = Field(
+        2048, ge=0, description="web UI: largest video file a visitor may upload (MB); 0 = no limit"
+    )
+    max_upload_minutes: float = Field(
+        180.0, ge=0, description="web UI: longest video a visitor may upload (minutes); 0 = no limit"
+    )
     rtsp_transport: str = Field(
         "tcp",
         pattern=r"^(tcp|udp)$",

@@ -136,6 +136,12 @@ class MjpegTestServer:
     def url(self, path: str, userinfo: str = "") -> str:
         return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}{path}"
 
+    def __enter__(self) -> MjpegTestServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.closing.set()  # releases routes that hold their connection open
         self._httpd.shutdown()

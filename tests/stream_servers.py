@@ -93,9 +93,9 @@ def _readable_copy(clip: Path) -> Path:
     return copy
 
 
-def rtsp_camera(log_path: Path, *, size: str = "320x180", fps: int = 15, extra: tuple[str, ...] = ()) -> tuple[
-    ServerProcess, str
-]:
+def rtsp_camera(
+    log_path: Path, *, size: str = "320x180", fps: int = 15, extra: tuple[str, ...] = ()
+) -> tuple[ServerProcess, str]:
     """A live H.264 RTSP camera (``tests/rtsp_camera.py``); ``extra`` adds its flags (credentials, clock)."""
     port = free_port()
     cmd = [str(SYSTEM_PYTHON), str(RTSP_CAMERA), "--port", str(port), "--size", size, "--fps", str(fps), *extra]

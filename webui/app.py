@@ -296,6 +296,7 @@ def launch(settings: Settings) -> int:
             css=CSS,
             head=AUTOPLAY_HEAD,
             show_error=True,
+            max_file_size=manager.limits.max_bytes,  # Gradio refuses bigger uploads before they fill the disk
         )
         add_routes(demo, manager)
         demo.block_thread()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -54,15 +56,60 @@ class SourceRequest:
     url: str | None = None
 
 
-def make_source(request: SourceRequest, guard: UrlGuard | None = None, rtsp_transport: str = "tcp") -> Source:
-    """The Source for the chosen mode; a missing or bad input, or a URL a visitor of a shared app may
-    not open (``guard``), raises OnlookerError saying what to do."""
+@dataclass(frozen=True)
+class UploadLimits:
+    """The largest and the longest video file a visitor may upload; 0 means no limit.
+
+    Uploads come from anyone who can reach the app, and a file is played whole at its native rate, so a
+    20 GB or ten-hour file would hold a session (and the disk Gradio copied it to) for hours.
+    """
+
+    megabytes: int = 0
+    minutes: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        return cls(settings.max_upload_mb, settings.max_upload_minutes)
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The size limit in bytes, as Gradio's ``max_file_size`` takes it (None: no limit)."""
+        return self.megabytes * 1024 * 1024 or None
+
+    def open(self, upload: str) -> FileSource:
+        """The FileSource for an uploaded file, refused when it is over a limit: the size is checked before
+        FFmpeg opens the file, the duration (from the container) right after."""
+        path = Path(upload)
+        size = path.stat().st_size if path.is_file() else 0
+        if self.max_bytes and size > self.max_bytes:
+            raise OnlookerError(
+                f"{path.name}: the file is {size / 1024**2:,.0f} MB, over this app's upload limit of "
+                f"{self.megabytes} MB (--max-upload-mb / ONLOOKER_MAX_UPLOAD_MB); trim or re-encode it smaller"
+            )
+        source = FileSource(path)
+        if self.minutes and source.duration and source.duration > self.minutes * 60:
+            length = time.strftime("%H:%M:%S", time.gmtime(source.duration))
+            raise OnlookerError(
+                f"{path.name}: the video is {length} long, over this app's limit of {self.minutes:g} minutes "
+                "(--max-upload-minutes / ONLOOKER_MAX_UPLOAD_MINUTES); trim it shorter"
+            )
+        return source
+
+
+def make_source(
+    request: SourceRequest,
+    guard: UrlGuard | None = None,
+    rtsp_transport: str = "tcp",
+    limits: UploadLimits | None = None,
+) -> Source:
+    """The Source for the chosen mode; a missing or bad input, an upload over the ``limits``, or a URL a
+    visitor of a shared app may not open (``guard``), raises OnlookerError saying what to do."""
     if request.mode == "Webcam":
         return PushSource()
     if request.mode == "Upload":
         if not request.upload:
             raise OnlookerError("choose a video file to upload first")
-        return FileSource(request.upload)
+        return (limits or UploadLimits()).open(request.upload)
     if request.mode == "URL":
         if not (request.url or "").strip():
             raise OnlookerError("type a stream or camera URL first (rtsp://, http://, an HLS .m3u8, a YouTube page…)")
@@ -169,6 +216,7 @@ class SessionManager:
         self.profiles = profiles
         self.speech = choose_speech(settings, choice.backend)
         self.guard = UrlGuard.build(settings.share or not is_loopback(settings.host), settings.allow_hosts)
+        self.limits = UploadLimits.from_settings(settings)
         self.transcriber, self.stt_reason = find_transcriber(settings.stt_model, choice.backend)
         self._viewers: dict[str, Viewer] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
@@ -218,7 +266,7 @@ class SessionManager:
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
         """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
         chosen = pick(profile, self.profiles, "profile", "profile")
-        source = make_source(request, self.guard, self.settings.rtsp_transport)
+        source = make_source(request, self.guard, self.settings.rtsp_transport, self.limits)
         viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key))
         viewer.live.sync = self._sync.get(key, self.settings.live_sync)
         if viewer.session.speaker is not None:

@@ -8,21 +8,26 @@ apart from a broken one) and rotation metadata, all from a wheel that bundles FF
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import av
 import av.error
+import httpx
 import numpy as np
 
 from pipeline.errors import SourceError
 from pipeline.frames import Frame
+from pipeline.sources.guard import resolve_host
 
 MAX_SIDE = 1920  # larger pictures are downscaled on decode: nothing downstream needs more
 LATE_TOLERANCE = 0.1  # seconds behind the wall clock before a paced frame is dropped
 STALL_RESET = 0.5  # seconds behind after which the clock is re-anchored instead of dropping a burst
+NO_DECODER = "the video codec is not supported by the bundled FFmpeg; re-encode to H.264"
 
 
 @dataclass
@@ -36,7 +41,10 @@ class DecodeStats:
 
 
 def describe_av_error(exc: Exception, target: str) -> str:
-    """Map PyAV/FFmpeg exceptions to one line saying what went wrong and what to do."""
+    """Map PyAV/FFmpeg exceptions to one line saying what went wrong and what to do.
+
+    Never ``str(exc)``: PyAV puts the URL FFmpeg opened, credentials and all, into it.
+    """
     if isinstance(exc, av.error.FileNotFoundError):
         return f"{target}: not found; check the path or URL"
     if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
@@ -54,24 +62,93 @@ def describe_av_error(exc: Exception, target: str) -> str:
     if isinstance(exc, av.error.ProtocolNotFoundError):
         return f"{target}: unsupported URL scheme; use a file path, http(s)://, rtsp://, rtmp:// or an HLS .m3u8"
     if isinstance(exc, av.error.DecoderNotFoundError):
-        return f"{target}: the video codec is not supported by the bundled FFmpeg; re-encode to H.264"
-    return f"{target}: {exc}"
+        return f"{target}: {NO_DECODER}"
+    if isinstance(exc, OSError) and exc.errno == errno.EIO:
+        return f"{target}: the connection failed (input/output error); check the address and that the server is up"
+    return f"{target}: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+
+
+def _is_mp4(head: bytes) -> bool:
+    """MP4 and QuickTime files start with an ``ftyp`` box."""
+    return head[4:8] == b"ftyp"
+
+
+def _mp4_without_ranges(url: str, timeout: float) -> bool:
+    """Whether an HTTP server serves an MP4 but ignores Range requests (200 and the whole file, not 206)."""
+    head = b""
+    try:
+        with (
+            httpx.Client(timeout=timeout) as client,
+            client.stream("GET", url, headers={"Range": "bytes=0-7"}) as response,
+        ):
+            for chunk in response.iter_bytes():
+                head += chunk
+                if len(head) >= 8:
+                    break
+            return response.status_code == 200 and _is_mp4(head)
+    except httpx.HTTPError:
+        return False
+
+
+def _local_mp4(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return _is_mp4(file.read(8))
+    except OSError:  # not a local file (a URL), or unreadable
+        return False
+
+
+def explain_av_error(exc: Exception, target: str, display: str, timeout: float) -> str:
+    """``describe_av_error``, told apart further where FFmpeg's own error is vague: an input/output error
+    on a network URL (a host that does not resolve, a server that cannot seek) or a cut-off MP4.
+    ``target`` is what FFmpeg opened (credentials and all, to ask the server); only ``display`` is shown."""
+    parts = urlsplit(target)
+    if isinstance(exc, OSError) and exc.errno == errno.EPROTONOSUPPORT and parts.scheme.lower().startswith("rtsp"):
+        return (  # the camera answered SETUP with "461 Unsupported transport"
+            f"{display}: the camera does not offer RTP over the transport asked for; "
+            "switch --rtsp-transport (ONLOOKER_RTSP_TRANSPORT) between tcp and udp"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EIO and parts.hostname:
+        try:
+            resolve_host(parts.hostname)
+        except SourceError as unresolved:
+            return f"{display}: {unresolved}"
+        if parts.scheme.lower() in ("http", "https") and _mp4_without_ranges(target, timeout):
+            return (
+                f"{display}: the server does not support seeking (HTTP Range requests), and this video needs it: "
+                "an MP4 whose index (moov atom) is at the end; move the index to the front ('faststart': "
+                "ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4) or serve it from a server with Range support"
+            )
+    if isinstance(exc, av.error.InvalidDataError) and _local_mp4(target):
+        return (
+            f"{display}: the MP4's index (moov atom) is missing or damaged, usually because the file was cut short "
+            "(an unfinished copy, download or recording); copy or download it again"
+        )
+    return describe_av_error(exc, display)
 
 
 def open_video(
     target: str, display: str, options: dict[str, str] | None = None, timeout: float = 10.0
 ) -> av.container.InputContainer:
-    """Open a container and make sure it has a video stream; raise SourceError otherwise."""
+    """Open a container and make sure it has a video stream FFmpeg can decode; raise SourceError otherwise.
+
+    ``timeout`` bounds the open as a deadline, not as silence between bytes: PyAV's interrupt callback
+    gives FFmpeg ``timeout`` seconds for the header and again for stream probing, however slowly
+    the bytes trickle in, so a stalled or trickling server fails within twice ``timeout``.
+    """
     try:
         container = av.open(target, options=options or {}, timeout=timeout)
     except (av.error.FFmpegError, OSError) as exc:
-        raise SourceError(describe_av_error(exc, display)) from None
+        raise SourceError(explain_av_error(exc, target, display, timeout)) from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         container.close()
         raise SourceError(
             f"{display}: has no video stream (contains {', '.join(kinds)}); pick a file or stream with video"
         )
+    if container.streams.video[0].codec_context is None:  # FFmpeg can demux it but has no decoder
+        container.close()
+        raise SourceError(f"{display}: {NO_DECODER}")
     return container
 
 
@@ -85,7 +162,7 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
         )
     else:
         image = frame.to_ndarray(format="rgb24")
-    turns = round(-(frame.rotation or 0) / 90) % 4
+    turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise, as np.rot90 turns
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
@@ -185,8 +262,8 @@ def decode_frames(
                 )
                 index += 1
         except (av.error.FFmpegError, OSError) as exc:
-            if stats.decoded == 0:
-                raise SourceError(describe_av_error(exc, display)) from None
+            if stats.decoded == 0:  # FFmpeg may open a file and fail only at its first read: explain it the same
+                raise SourceError(explain_av_error(exc, container.name, display, read_timeout or 10.0)) from None
             if not isinstance(exc, av.error.EOFError):
                 raise SourceError(describe_av_error(exc, display)) from None
         if not loop or stats.decoded == 0:

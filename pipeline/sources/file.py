@@ -6,6 +6,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
+
 from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
@@ -36,7 +38,9 @@ class FileSource(Source):
         self.stats = DecodeStats()
         check_video_file(self.path)
         # Probe now, in the caller's thread, so a bad file is an immediate error, not a status event.
-        open_video(str(self.path), str(self.path)).close()
+        with open_video(str(self.path), str(self.path)) as container:
+            #: Seconds, as the container says (None when it does not), for limits checked before playing.
+            self.duration = container.duration / av.time_base if container.duration else None
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         container = open_video(str(self.path), str(self.path))

@@ -524,6 +524,9 @@ class MjpegSource(Source):
             start: float | None = None
             index = 0
             bad = 0  # undecodable parts before the first good frame
+            # httpx's read timeout only catches silence; a server trickling bytes without ever finishing a
+            # part (a crawling link, a hostile server) is caught by this deadline for the next whole part.
+            due = time.monotonic() + self.read_timeout
             for chunk in response.iter_raw():
                 payloads = parser.feed(chunk)
                 if stop.is_set():
@@ -536,6 +539,14 @@ class MjpegSource(Source):
                         break
                     self.corrupt += 1
                     bad += 1
+                now = time.monotonic()
+                if payloads:
+                    due = now + self.read_timeout
+                elif now > due:
+                    raise SourceError(
+                        f"{name} sent bytes but no whole frame for {self.read_timeout:g} s — the camera or the "
+                        "network is far too slow, or this is not an MJPEG stream"
+                    )
                 if image is None:
                     if index == 0 and bad + parser.rejected >= MAX_BAD_PARTS:
                         raise SourceError(
@@ -543,7 +554,6 @@ class MjpegSource(Source):
                             f"({bad} undecodable, {parser.rejected} not JPEG); is it really an MJPEG stream?"
                         )
                     continue
-                now = time.monotonic()
                 if start is None:
                     start = now
                 yield Frame(

@@ -94,7 +94,9 @@ class UrlSource(Source):
 
         kind = sniff_http(self.uri, self.timeout, self.guard)
         if kind == "mjpeg":
-            inner: Source = MjpegSource(self.uri, source_id=self.source_id)
+            inner: Source = MjpegSource(
+                self.uri, source_id=self.source_id, connect_timeout=self.timeout, read_timeout=self.timeout
+            )
         else:
             target = resolve_page(self.uri) if kind == "page" else self.uri
             inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout)
