@@ -47,3 +47,17 @@ def trickle(body: bytes, content_type: str = "video/mp4", every: float = 1.0) ->
                 return
 
     return route
+
+
+def trickle_headers(every: float = 0.05) -> Route:
+    """The status line and headers themselves a byte at a time, never finished: no idle timeout fires."""
+
+    def route(handler: Handler) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nX-Padding: " + b"a" * 100_000
+        for byte in head:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            if handler.closing.wait(every):
+                return
+
+    return route

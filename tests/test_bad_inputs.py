@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from bad_servers import endless_garbage, garbage, trickle
+from bad_servers import endless_garbage, garbage, trickle, trickle_headers
 from media import (
     faststart,
     rotate_like_a_phone,
@@ -188,6 +188,14 @@ def test_a_server_that_trickles_bytes_times_out_instead_of_hanging(server: Mjpeg
     assert state == "failed"
     assert_clear(detail, "timed out waiting for data")
     assert took < 2 * timeout + 2  # PyAV's timeout is a deadline for the open, which a trickle cannot reset
+
+
+def test_a_server_that_trickles_its_headers_times_out(server: MjpegTestServer):
+    server.routes["/cam"] = trickle_headers()
+    state, detail, took = final_status(open_source(server.url("/cam", f"user:{SECRET}"), timeout=1.0))
+    assert state == "failed"
+    assert_clear(detail, "took over 2 s to answer and was still sending its headers")
+    assert took < 2 + 2  # each byte resets httpx's read timeout, never the header deadline
 
 
 def test_an_mjpeg_camera_that_trickles_bytes_times_out(server: MjpegTestServer):

@@ -6,6 +6,8 @@ http://); web pages such as YouTube are resolved to a media URL with yt-dlp when
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,22 +26,65 @@ from pipeline.sources.urls import describe_http_error, describe_http_status, mas
 PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
 
 
+class HeaderDeadline:
+    """Shuts the connection down when the response headers have not all come within ``seconds``.
+
+    httpx's timeouts only catch silence: a server that trickles its headers a few bytes at a time
+    would hold Start for as long as it liked. Shutting the socket down wakes the blocked read.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict) -> None:
+        """httpx's ``trace`` extension: keep the socket of each new connection (redirect hops too)."""
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self._sock = info["return_value"].get_extra_info("socket")
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> HeaderDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
 def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -> str:
-    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers; with a
-    ``guard``, every redirect hop must pass it too."""
+    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers, which must
+    all come within twice ``timeout``; with a ``guard``, every redirect hop must pass it too."""
     host = (urlsplit(url).hostname or "").lower()
     if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
         return "page"
+    deadline = HeaderDeadline(2 * timeout)
     try:
         hooks = {"request": [lambda request: guard.check(str(request.url))]} if guard else {}
         with (
+            deadline,
             httpx.Client(timeout=timeout, follow_redirects=True, event_hooks=hooks) as client,
-            client.stream("GET", url) as response,
+            client.stream("GET", url, extensions={"trace": deadline.trace}) as response,
         ):
             if response.status_code >= 400:
                 raise SourceError(describe_http_status(response.status_code, url, bool(response.request.url.username)))
             content_type = response.headers.get("content-type", "").lower()
     except httpx.HTTPError as exc:
+        if deadline.expired:
+            raise SourceError(
+                f"{mask_url(url)}: the server took over {deadline.seconds:g} s to answer and was still sending its "
+                "headers; it is overloaded, on a very slow link, or not a camera"
+            ) from None
         raise SourceError(describe_http_error(exc, url, timeout, timeout)) from None
     if content_type.startswith("multipart/x-mixed-replace"):
         return "mjpeg"
