@@ -7,14 +7,17 @@ DNS); the redirect rows use a real HTTP server on loopback that the owner allowe
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
+from mjpeg_server import MjpegTestServer
 
 from pipeline.errors import SourceError
 from pipeline.sources.guard import Allowed, UrlGuard, is_loopback
+from pipeline.sources.mjpeg import MjpegSource
 from pipeline.sources.resolve import open_source, sniff_http
 
 DNS = {
@@ -176,3 +179,64 @@ def test_a_remote_playlist_cannot_make_ffmpeg_read_local_files(http_dir, short_v
     source.start(frames.append, lambda state, detail: states.append((state, detail)))
     assert source.join(20)
     assert frames == [] and states[-1][0] == "failed", states
+
+
+class CheckedAsPublic(UrlGuard):
+    """A shared app's guard whose check of ``cam.example.com`` found a public address — stood in for
+    by loopback, where the test's server is — so the test sees where connections really go."""
+
+    def address(self, host: str, port: int | None, where: str = "") -> ipaddress.IPv4Address | None:
+        assert host == "cam.example.com", host
+        return ipaddress.ip_address("127.0.0.1")
+
+
+@pytest.fixture
+def video_server(short_video, tmp_path) -> Iterator[tuple[MjpegTestServer, list[str]]]:
+    """Serves an MPEG-TS clip at /clip.ts and records the Host header of every request."""
+    clip = tmp_path / "clip.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", str(clip)], check=True)
+    hosts: list[str] = []
+
+    def route(handler) -> None:
+        hosts.append(handler.headers["Host"])
+        handler.reply(200, "video/mp2t", clip.read_bytes())
+
+    server = MjpegTestServer()
+    server.routes["/clip.ts"] = route
+    yield server, hosts
+    server.close()
+
+
+def test_http_streams_go_to_the_checked_address_with_their_name_in_the_host_header(video_server) -> None:
+    """``cam.example.com`` resolves nowhere on this machine: the stream plays only because every
+    connection (httpx's sniff, FFmpeg's read) went to the checked address."""
+    server, hosts = video_server
+    url = f"http://cam.example.com:{server.port}/clip.ts"
+    source = open_source(url, timeout=5, guard=CheckedAsPublic(True))
+    playing = threading.Event()
+    states: list[str] = []
+    source.start(lambda frame: playing.set(), lambda state, detail: states.append(state))
+    try:
+        assert playing.wait(30), states
+    finally:
+        source.stop()
+    assert hosts[:2] == [f"cam.example.com:{server.port}"] * 2  # the sniff, then FFmpeg
+
+
+def test_a_host_rebound_to_a_private_address_is_refused_when_httpx_connects(video_server) -> None:
+    """The URL passed the check (public answer); the connection's own lookup gets 127.0.0.1 and is refused."""
+    server, hosts = video_server
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    rebinding = UrlGuard(True, resolve=lambda host: next(answers))
+    with pytest.raises(SourceError, match=PRIVATE):
+        sniff_http(f"http://rebind.example.com:{server.port}/clip.ts", timeout=5, guard=rebinding)
+    assert hosts == []  # nothing reached the server
+
+
+def test_mjpeg_cameras_connect_through_the_guard_too(video_server) -> None:
+    server, hosts = video_server
+    source = MjpegSource(f"http://cam.example.com:{server.port}/clip.ts", guard=CheckedAsPublic(True), read_timeout=5)
+    states: list[tuple[str, str]] = []
+    source.start(lambda frame: None, lambda state, detail: states.append((state, detail)))
+    assert source.join(20)
+    assert hosts == [f"cam.example.com:{server.port}"], states  # reached the checked address by name

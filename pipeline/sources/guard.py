@@ -15,7 +15,11 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import httpcore
+import httpx
 
 from pipeline.errors import SourceError
 from pipeline.sources.urls import mask_url
@@ -122,17 +126,62 @@ class UrlGuard:
         host = (parts.hostname or "").lower()
         if not host:
             raise SourceError(f"{where}: the URL has no host")
-        port = parts.port
+        address = self.address(host, parts.port, where)
+        return url if address is None or scheme.startswith("http") else pin_host(url.strip(), address)
+
+    def address(self, host: str, port: int | None, where: str = "") -> IPAddress | None:
+        """The checked address to connect to for ``host``: None where anything goes (a local app, the
+        owner's allow-list); raises SourceError for a host a visitor may not reach."""
+        if not self.exposed:
+            return None
+        host = host.lower().strip("[]")
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
             addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolve(host)]
         if any(entry.matches(host, addresses, port) for entry in self.allow):
-            return url
+            return None
         blocked = [str(a) for a in addresses if not _public(a)]
         if blocked:
             raise SourceError(
-                f"{where}: '{host}' is a private, loopback or link-local address ({', '.join(blocked)}), which a "
-                "shared app does not open for visitors; the owner can allow their own cameras with --allow-hosts"
+                f"{where or host}: '{host}' is a private, loopback or link-local address ({', '.join(blocked)}), "
+                "which a shared app does not open for visitors; the owner can allow their own cameras with "
+                "--allow-hosts"
             )
-        return url if scheme.startswith("http") else pin_host(url.strip(), addresses[0])
+        return addresses[0]
+
+
+def ffmpeg_http_target(url: str, guard: UrlGuard | None) -> tuple[str, dict[str, str]]:
+    """The URL and extra FFmpeg options for an http:// stream on a shared app: opened at the checked
+    address with the name in the Host header, so FFmpeg's own lookup cannot be rebound. https:// keeps
+    its name (TLS needs it for SNI), and so does everything where anything goes."""
+    parts = urlsplit(url)
+    if guard is None or parts.scheme.lower() != "http" or not parts.hostname:
+        return url, {}
+    address = guard.address(parts.hostname, parts.port, mask_url(url))
+    if address is None:
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    return pin_host(url, address), {"headers": f"Host: {host}\r\n"}
+
+
+class GuardedNetwork(httpcore.SyncBackend):
+    """httpx's connections on a shared app: each host is looked up and checked when the connection is
+    made, and the connection goes to the address that was checked, so neither a redirect nor a second
+    DNS answer (rebinding) can reach the owner's network. TLS still names the host (SNI, certificate)."""
+
+    def __init__(self, guard: UrlGuard) -> None:
+        self.guard = guard
+
+    def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        address = self.guard.address(host, port)
+        return super().connect_tcp(str(address) if address is not None else host, port, *args, **kwargs)
+
+
+def http_transport(guard: UrlGuard | None) -> httpx.HTTPTransport | None:
+    """An httpx transport that checks every connection against ``guard`` (None: httpx's own will do)."""
+    if guard is None or not guard.exposed:
+        return None
+    transport = httpx.HTTPTransport()
+    transport._pool._network_backend = GuardedNetwork(guard)  # httpx builds its pool with no backend argument
+    return transport

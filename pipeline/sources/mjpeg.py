@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
+from pipeline.sources.guard import UrlGuard, http_transport
 from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url, scrub
 
 log = logging.getLogger(__name__)
@@ -431,11 +432,13 @@ class MjpegSource(Source):
         connect_timeout: float = 10.0,
         read_timeout: float = 10.0,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        guard: UrlGuard | None = None,
     ) -> None:
         super().__init__(uri, source_id or mask_url(uri))
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_buffer = max_buffer
+        self.guard = guard  # a shared app's: each connection (redirects too) goes only where it allows
         #: Decodable JPEGs skipped because a newer one arrived in the same read.
         self.dropped = 0
         #: JPEG parts that failed to decode.
@@ -471,7 +474,9 @@ class MjpegSource(Source):
         headers = {"Accept": "multipart/x-mixed-replace, */*;q=0.5", "User-Agent": "onlooker-mjpeg/0.1"}
         try:
             with (
-                httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client,
+                httpx.Client(
+                    timeout=timeout, follow_redirects=True, headers=headers, transport=http_transport(self.guard)
+                ) as client,
                 client.stream("GET", self.uri) as response,
             ):
                 self._check_response(response)

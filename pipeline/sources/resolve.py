@@ -19,7 +19,7 @@ from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
-from pipeline.sources.guard import UrlGuard
+from pipeline.sources.guard import UrlGuard, http_transport
 from pipeline.sources.stream import STREAM_SCHEMES, StreamSource
 from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url
 
@@ -73,7 +73,9 @@ def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -
         hooks = {"request": [lambda request: guard.check(str(request.url))]} if guard else {}
         with (
             deadline,
-            httpx.Client(timeout=timeout, follow_redirects=True, event_hooks=hooks) as client,
+            httpx.Client(
+                timeout=timeout, follow_redirects=True, event_hooks=hooks, transport=http_transport(guard)
+            ) as client,
             client.stream("GET", url, extensions={"trace": deadline.trace}) as response,
         ):
             if response.status_code >= 400:
@@ -140,11 +142,15 @@ class UrlSource(Source):
         kind = sniff_http(self.uri, self.timeout, self.guard)
         if kind == "mjpeg":
             inner: Source = MjpegSource(
-                self.uri, source_id=self.source_id, connect_timeout=self.timeout, read_timeout=self.timeout
+                self.uri,
+                source_id=self.source_id,
+                connect_timeout=self.timeout,
+                read_timeout=self.timeout,
+                guard=self.guard,
             )
         else:
             target = resolve_page(self.uri) if kind == "page" else self.uri
-            inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout)
+            inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout, guard=self.guard)
         self.kind = inner.kind
         yield from inner.frames(stop)
         self.live = inner.live

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.decode import DecodeStats, decode_frames, open_video
+from pipeline.sources.guard import UrlGuard, ffmpeg_http_target
 from pipeline.sources.urls import mask_url
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp")
@@ -35,11 +36,17 @@ class StreamSource(Source):
     kind = "stream"
 
     def __init__(
-        self, url: str, source_id: str | None = None, timeout: float = 10.0, rtsp_transport: str = "tcp"
+        self,
+        url: str,
+        source_id: str | None = None,
+        timeout: float = 10.0,
+        rtsp_transport: str = "tcp",
+        guard: UrlGuard | None = None,
     ) -> None:
         super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
         self.rtsp_transport = rtsp_transport
+        self.guard = guard  # a shared app's: http:// is opened at the address it checked
         self.stats = DecodeStats()
 
     @property
@@ -47,8 +54,9 @@ class StreamSource(Source):
         return mask_url(self.uri)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        options = ffmpeg_options(self.uri, self.rtsp_transport)
-        container = open_video(self.uri, self.display_name, options, timeout=self.timeout)
+        target, pinned = ffmpeg_http_target(self.uri, self.guard)
+        options = ffmpeg_options(self.uri, self.rtsp_transport) | pinned
+        container = open_video(target, self.display_name, options, timeout=self.timeout)
         scheme = urlsplit(self.uri).scheme.lower()
         self.live = scheme in LIVE_SCHEMES or container.duration is None
         try:
