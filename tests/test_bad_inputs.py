@@ -272,3 +272,10 @@ def test_after_bad_inputs_the_same_tab_starts_a_good_one(tmp_path, monkeypatch, 
         assert manager.active_count() == 1
     finally:
         manager.close_all()
+
+
+def test_a_protocol_the_bundled_ffmpeg_lacks_says_what_to_do() -> None:
+    """PyAV's FFmpeg has no SRT: the message says so instead of calling the scheme unsupported."""
+    state, detail, _ = final_status(open_source("srt://127.0.0.1:9/cam?passphrase=" + SECRET, timeout=2))
+    assert state == "failed"
+    assert_clear(detail, "cannot open srt:// streams; relay the stream to RTSP, RTMP or HLS")

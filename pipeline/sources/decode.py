@@ -103,6 +103,11 @@ def explain_av_error(exc: Exception, target: str, display: str, timeout: float) 
     on a network URL (a host that does not resolve, a server that cannot seek) or a cut-off MP4.
     ``target`` is what FFmpeg opened (credentials and all, to ask the server); only ``display`` is shown."""
     parts = urlsplit(target)
+    if isinstance(exc, av.error.ProtocolNotFoundError) and parts.scheme:
+        return (  # e.g. srt://: PyAV's wheels bundle an FFmpeg built without libsrt
+            f"{display}: the FFmpeg bundled with PyAV cannot open {parts.scheme}:// streams; relay the stream to "
+            "RTSP, RTMP or HLS (MediaMTX, or ffmpeg with SRT support) and open that"
+        )
     if isinstance(exc, OSError) and exc.errno == errno.EPROTONOSUPPORT and parts.scheme.lower().startswith("rtsp"):
         return (  # the camera answered SETUP with "461 Unsupported transport"
             f"{display}: the camera does not offer RTP over the transport asked for; "

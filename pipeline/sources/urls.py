@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 _SECRET_QUERY_RE = re.compile(
-    r"(?i)(^|[&;])((?:user(?:name)?|login|pass(?:word)?|passwd|pwd|token|api_?key|key|auth|secret|sig(?:nature)?)=)"
+    r"(?i)(^|[&;])((?:user(?:name)?|login|pass(?:word|phrase)?|passwd|pwd|token|api_?key|key|auth|secret|sig(?:nature)?)=)"
     r"[^&;]*"
 )
 
