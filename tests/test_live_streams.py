@@ -241,13 +241,18 @@ def assert_feed_back_comment(watcher: Watcher, outage_from: int) -> None:
     assert started.trigger == "feed_back"
 
 
-@needs_camera
-def test_a_camera_that_restarts_is_reconnected_and_the_commentary_says_so(camera, servers, commentary_session) -> None:
+def commenting_on_a_camera(camera, servers, commentary_session, read_timeout: float) -> tuple[ServerProcess, Watcher]:
+    """A camera, and a session commenting on it: live and past its first comment."""
     url = camera()
-    server = servers[-1]
-    watcher = commentary_session(StreamSource(url, timeout=3))
+    watcher = commentary_session(StreamSource(url, timeout=read_timeout))
     watcher.state("live")
     watcher.until(lambda e: isinstance(e, CommentaryStarted), "first comment")
+    return servers[-1], watcher
+
+
+@needs_camera
+def test_a_camera_that_restarts_is_reconnected_and_the_commentary_says_so(camera, servers, commentary_session) -> None:
+    server, watcher = commenting_on_a_camera(camera, servers, commentary_session, read_timeout=3)
     server.kill()
     outage_from = len(watcher.seen)
     reconnecting = watcher.state("reconnecting")
@@ -260,11 +265,7 @@ def test_a_camera_that_restarts_is_reconnected_and_the_commentary_says_so(camera
 
 @needs_camera
 def test_a_hung_camera_is_stalled_then_reconnected(camera, servers, commentary_session) -> None:
-    url = camera()
-    server = servers[-1]
-    watcher = commentary_session(StreamSource(url, timeout=2))
-    watcher.state("live")
-    watcher.until(lambda e: isinstance(e, CommentaryStarted), "first comment")
+    server, watcher = commenting_on_a_camera(camera, servers, commentary_session, read_timeout=2)
     server.freeze()
     outage_from = len(watcher.seen)
     watcher.state("stalled")  # the watchdog, long before the read times out
