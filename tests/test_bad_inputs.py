@@ -158,6 +158,16 @@ def test_an_upload_over_the_size_limit_is_refused_before_it_is_opened(sparse_upl
     assert UploadLimits(megabytes=0).max_bytes is None  # 0 = no limit, for Gradio's max_file_size too
 
 
+def test_a_bad_upload_is_named_by_its_file_name_not_the_temporary_path(tmp_path: Path):
+    upload = tmp_path / "gradio" / "0f3a9c" / "holiday.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_text("not a video\n" * 50)
+    with pytest.raises(OnlookerError) as err:
+        UploadLimits().open(str(upload))
+    assert_clear(str(err.value), "holiday.mp4: not a video FFmpeg can read")
+    assert str(upload.parent) not in str(err.value)
+
+
 def test_an_upload_over_the_duration_limit_is_refused(story_video: Path):
     with pytest.raises(OnlookerError) as err:
         UploadLimits(minutes=0.2).open(str(story_video))

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.backends.base import Choice
 from pipeline.config import PresetFile, Settings, pick
-from pipeline.errors import OnlookerError
+from pipeline.errors import OnlookerError, SourceError
 from pipeline.events import (
     CommentaryFinished,
     Metrics,
@@ -86,7 +86,10 @@ class UploadLimits:
                 f"{path.name}: the file is {size / 1024**2:,.0f} MB, over this app's upload limit of "
                 f"{self.megabytes} MB (--max-upload-mb / ONLOOKER_MAX_UPLOAD_MB); trim or re-encode it smaller"
             )
-        source = FileSource(path)
+        try:
+            source = FileSource(path)
+        except SourceError as exc:  # the visitor knows their file by its name, not by Gradio's temporary path
+            raise SourceError(str(exc).replace(str(path), path.name)) from None
         if self.minutes and source.duration and source.duration > self.minutes * 60:
             length = time.strftime("%H:%M:%S", time.gmtime(source.duration))
             raise OnlookerError(
