@@ -18,7 +18,7 @@ from mjpeg_server import MjpegTestServer
 from pipeline.errors import SourceError
 from pipeline.sources.guard import Allowed, UrlGuard, is_loopback
 from pipeline.sources.mjpeg import MjpegSource
-from pipeline.sources.resolve import open_source, sniff_http
+from pipeline.sources.resolve import open_source, resolve_page, sniff_http
 
 DNS = {
     "cam.example.com": ["93.184.216.34"],
@@ -240,3 +240,15 @@ def test_mjpeg_cameras_connect_through_the_guard_too(video_server) -> None:
     source.start(lambda frame: None, lambda state, detail: states.append((state, detail)))
     assert source.join(20)
     assert hosts == [f"cam.example.com:{server.port}"], states  # reached the checked address by name
+
+
+def test_a_shared_app_does_not_let_yt_dlp_follow_a_visitors_page(http_dir, short_video) -> None:
+    """Locally yt-dlp's generic extractor finds the video a page embeds; on a shared app only site
+    extractors run, since the generic one fetches whatever the page points at (internal addresses too)."""
+    pytest.importorskip("yt_dlp")
+    base, root = http_dir
+    (root / "clip.mp4").write_bytes(short_video.read_bytes())
+    (root / "page.html").write_text('<html><body><video src="clip.mp4" controls></video></body></html>')
+    assert resolve_page(f"{base}/page.html") == f"{base}/clip.mp4"
+    with pytest.raises(SourceError, match="a shared app plays only pages of sites yt-dlp knows"):
+        resolve_page(f"{base}/page.html", UrlGuard.build(True, "127.0.0.1"))

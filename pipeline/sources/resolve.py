@@ -7,6 +7,7 @@ http://); web pages such as YouTube are resolved to a media URL with yt-dlp when
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,9 @@ from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
 from pipeline.sources.guard import UrlGuard, http_transport
 from pipeline.sources.stream import STREAM_SCHEMES, StreamSource
-from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url
+from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url, scrub
+
+log = logging.getLogger(__name__)
 
 PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
 
@@ -95,8 +98,12 @@ def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -
     return "video"
 
 
-def resolve_page(url: str) -> str:
-    """The direct media URL behind a web page, via yt-dlp; a clear error when that cannot work."""
+def resolve_page(url: str, guard: UrlGuard | None = None) -> str:
+    """The direct media URL behind a web page, via yt-dlp; a clear error when that cannot work.
+
+    On a shared app (an exposed ``guard``) only yt-dlp's site extractors run, not its generic one, which
+    would fetch whatever a visitor's page points at; the media URL found is checked like a typed one.
+    """
     display = mask_url(url)
     try:
         import yt_dlp
@@ -106,16 +113,21 @@ def resolve_page(url: str) -> str:
             "pages such as YouTube, or paste the direct video/stream URL"
         ) from None
     options = {"quiet": True, "no_warnings": True, "noplaylist": True, "format": "best[vcodec!=none]/best"}
+    options["logger"] = log  # its errors become the SourceError below, not lines on stderr
+    shared = guard is not None and guard.exposed
+    if shared:
+        options["allowed_extractors"] = ["default", "-generic"]
     try:
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=False)
     except Exception as exc:  # yt-dlp raises many types; all mean "no video here"
-        reason = " ".join(str(exc).split()).removeprefix("ERROR: ")
-        raise SourceError(f"{display}: is a web page with no video yt-dlp can find ({reason[:160]})") from None
+        reason = scrub(" ".join(str(exc).split()).removeprefix("ERROR: "), url)
+        hint = "; a shared app plays only pages of sites yt-dlp knows" if shared else ""
+        raise SourceError(f"{display}: is a web page with no video yt-dlp can find ({reason[:160]}){hint}") from None
     media = (info or {}).get("url")
     if not media:
         raise SourceError(f"{display}: yt-dlp found no single playable video on this page")
-    return media
+    return guard.check(media) if guard is not None else media
 
 
 class UrlSource(Source):
@@ -149,7 +161,7 @@ class UrlSource(Source):
                 guard=self.guard,
             )
         else:
-            target = resolve_page(self.uri) if kind == "page" else self.uri
+            target = resolve_page(self.uri, self.guard) if kind == "page" else self.uri
             inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout, guard=self.guard)
         self.kind = inner.kind
         yield from inner.frames(stop)
