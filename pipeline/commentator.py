@@ -200,8 +200,8 @@ class Commentator:
         since = now - self._last_comment
         if self.hub.in_gap or since < tuning.min_interval or (self.gate is not None and not self.gate.is_open()):
             return ""  # a cut waits in the hub, so the comment after the gate opens is about the new scene
-        if self.hub.peek_return() is not None:
-            self._outage = self.hub.take_return() or 0.0
+        if (outage := self.hub.take_return()) is not None:
+            self._outage = outage
             return "feed_back"
         if self.hub.peek_cut() is not None:
             self.hub.take_cut()

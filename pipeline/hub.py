@@ -125,10 +125,6 @@ class FrameHub:
             gone, self._pending_return = self._pending_return, None
             return gone
 
-    def peek_return(self) -> float | None:
-        with self._cond:
-            return self._pending_return
-
     def mark_ended(self) -> None:
         """The source is done; wake the commentator so it can finish up."""
         with self._cond:

@@ -40,9 +40,9 @@ def test_frames_after_a_gap_start_a_new_scene_and_say_how_long_the_feed_was_gone
     hub = FrameHub(EventBus(), Tuning())
     hub.push(frame(0.0, 100.0))
     hub.push(frame(0.5, 100.5))
-    assert hub.peek_return() is None and not hub.in_gap
+    assert hub.take_return() is None and not hub.in_gap
     hub.mark_gap()
-    assert hub.in_gap and hub.peek_return() is None
+    assert hub.in_gap and hub.take_return() is None
     hub.push(frame(7.5, 107.5, value=200))  # the timeline carried on across the outage
     assert not hub.in_gap and hub.last_cut == 7.5 and hub.peek_cut() is None
     assert hub.take_return() == 7.0 and hub.take_return() is None

@@ -224,12 +224,15 @@ def test_http_streams_go_to_the_checked_address_with_their_name_in_the_host_head
 
 
 def test_a_host_rebound_to_a_private_address_is_refused_when_httpx_connects(video_server) -> None:
-    """The URL passed the check (public answer); the connection's own lookup gets 127.0.0.1 and is refused."""
+    """The URL passed the check at Start (public answer); the connection's own lookup gets 127.0.0.1
+    and is refused."""
     server, hosts = video_server
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
     rebinding = UrlGuard(True, resolve=lambda host: next(answers))
+    url = f"http://rebind.example.com:{server.port}/clip.ts"
+    assert rebinding.check(url) == url  # what the app does at Start
     with pytest.raises(SourceError, match=PRIVATE):
-        sniff_http(f"http://rebind.example.com:{server.port}/clip.ts", timeout=5, guard=rebinding)
+        sniff_http(url, timeout=5, guard=rebinding)
     assert hosts == []  # nothing reached the server
 
 

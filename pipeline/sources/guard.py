@@ -54,11 +54,8 @@ def _public(address: IPAddress) -> bool:
 
 
 def pin_host(url: str, address: IPAddress) -> str:
-    """``url`` with its host name replaced by ``address`` (credentials and port kept).
-
-    Not for HTTP(S): there the name also travels in the Host header and TLS, and redirects are
-    checked hop by hop instead.
-    """
+    """``url`` with its host name replaced by ``address`` (credentials and port kept). For http:// the
+    name must then travel in the Host header (``ffmpeg_http_target``); https:// is not pinned (TLS)."""
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
     host = f"[{address}]" if address.version == 6 else str(address)

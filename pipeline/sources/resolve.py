@@ -67,18 +67,15 @@ class HeaderDeadline:
 
 def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -> str:
     """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers, which must
-    all come within twice ``timeout``; with a ``guard``, every redirect hop must pass it too."""
+    all come within twice ``timeout``; with a ``guard``, every connection (each redirect hop) must pass it."""
     host = (urlsplit(url).hostname or "").lower()
     if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
         return "page"
     deadline = HeaderDeadline(2 * timeout)
     try:
-        hooks = {"request": [lambda request: guard.check(str(request.url))]} if guard else {}
         with (
             deadline,
-            httpx.Client(
-                timeout=timeout, follow_redirects=True, event_hooks=hooks, transport=http_transport(guard)
-            ) as client,
+            httpx.Client(timeout=timeout, follow_redirects=True, transport=http_transport(guard)) as client,
             client.stream("GET", url, extensions={"trace": deadline.trace}) as response,
         ):
             if response.status_code >= 400:
