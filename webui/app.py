@@ -7,91 +7,87 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-safe: no telemetry calls home
 
 import gradio as gr
-from fastapi import HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi import WebSocket
+from starlette.exceptions import StarletteDeprecationWarning
 
 from pipeline.backends.base import Choice, create_backend
 from pipeline.config import Settings
 from pipeline.runconfig import load_run_config
 from pipeline.sources.guard import is_loopback
 from webui import handlers
-from webui.live import BOUNDARY
+from webui.channel import serve_tab
 from webui.sessions import MODES, SessionManager
 
 log = logging.getLogger(__name__)
 
 CSS = """
-.live-view { width: 100%; border-radius: 8px; background: #111; }
-.live-idle { height: 240px; display: flex; align-items: center; justify-content: center;
-             border: 1px dashed #888; border-radius: 8px; color: #888; }
+.live-area { position: relative; width: 100%; min-height: 220px; border-radius: 8px; background: #111;
+             display: flex; flex-direction: column; align-items: center; justify-content: center; overflow: hidden; }
+.live-area img, .live-area video { width: 100%; display: block; }
+.live-msg { color: #ddd; padding: 24px; text-align: center; }
+.live-msg.problem { color: #fff; background: #5c1d1d; border-left: 4px solid #e55; text-align: left;
+                    margin: 12px; border-radius: 6px; }
+.live-msg .hint { opacity: 0.8; font-size: 0.9em; }
+.live-caption { position: absolute; left: 0; right: 0; bottom: 0; padding: 6px 12px; color: #fff;
+                background: rgba(0,0,0,0.65); font-size: 0.95em; }
 .status-strip { display: flex; flex-wrap: wrap; gap: 6px; font-size: 0.85em; }
-.status-strip .pill { padding: 2px 8px; border-radius: 999px; background: rgba(127,127,127,0.15); }
+.status-strip .pill { padding: 2px 8px; border-radius: 999px; background: rgba(127,127,127,0.15); cursor: help; }
+.chat-pane { height: 420px; overflow-y: auto; display: flex; flex-direction: column; gap: 6px; padding: 8px;
+             border: 1px solid rgba(127,127,127,0.3); border-radius: 8px; }
+.chat-pane .msg { align-self: flex-start; max-width: 95%; padding: 6px 10px; border-radius: 10px;
+                  background: rgba(127,127,127,0.12); line-height: 1.35; }
+.chat-pane .msg .clock { font-family: ui-monospace, monospace; font-size: 0.8em; opacity: 0.6; margin-right: 6px; }
+.chat-pane .msg[data-state="streaming"] .text::after { content: " ▍"; opacity: 0.5; }
+.chat-pane .opinion { border-left: 3px solid #3b82f6; }
+.chat-pane .opinion.alert { border-left-color: #e55; }
+.chat-pane .note { align-self: center; font-size: 0.78em; opacity: 0.65; text-align: center; }
+.chat-pane:empty::before { content: "Comments will appear here as Onlooker watches."; opacity: 0.5; margin: auto; }
 .banner { border-left: 4px solid #e8a317; padding: 6px 12px; }
 .small-note { font-size: 0.8em; opacity: 0.75; }
+#stop:disabled { opacity: 0.45; cursor: not-allowed; }
+@media (max-width: 700px) {
+  .chat-pane { height: 260px; }
+  .live-area { min-height: 160px; }
+  #header p { display: none; }
+}
 """
 # System fonts only: the default theme would fetch web fonts from a CDN, which breaks offline use.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
-
-# Browsers refuse to autoplay sound until the user has interacted with the page. Start is a click,
-# which normally satisfies them; when a browser still refuses, say so and retry on the next click.
+CLIENT_JS = (Path(__file__).with_name("client.js")).read_text(encoding="utf-8")
+HEAD = f"<script>{CLIENT_JS}</script>"
 AUTOPLAY_NOTE = (
     '<div id="autoplay-note" class="banner" role="alert" style="display:none">'
     "Your browser blocked the spoken commentary from playing on its own. "
-    "<b>Click anywhere on the page</b> (or press play on the audio player) to hear it.</div>"
+    "<b>Click anywhere on the page</b> to hear it.</div>"
 )
-AUTOPLAY_HEAD = """<script>
-(() => {
-  // Gradio's streaming player calls play() once the stream is ready; a browser that blocks it
-  // rejects with NotAllowedError. Watch every media element that way (media events do not leave
-  // shadow roots, so listeners go on the element itself).
-  const blocked = new Set();
-  const show = (on) => {
-    const note = document.getElementById('autoplay-note');
-    if (note) note.style.display = on ? 'block' : 'none';
-  };
-  const play = HTMLMediaElement.prototype.play;
-  HTMLMediaElement.prototype.play = function (...args) {
-    if (!this.onlookerWatched) {
-      this.onlookerWatched = true;
-      this.addEventListener('playing', () => {
-        blocked.delete(this);
-        if (!blocked.size) show(false);
-      });
-    }
-    const result = play.apply(this, args);
-    if (result && result.catch) {
-      result.catch((err) => {
-        if (err && err.name === 'NotAllowedError') { blocked.add(this); show(true); }
-      });
-    }
-    return result;
-  };
-  document.addEventListener('pointerdown', () => {
-    for (const media of blocked) play.call(media).catch(() => {});
-  }, true);
-})();
-</script>"""
-# Muting also silences what the player already holds (up to a chunk), not just what comes next.
-MUTE_PLAYER_JS = """(muted) => {
-  const walk = (root) => root.querySelectorAll('*').forEach((el) => {
-    if (el instanceof HTMLMediaElement) el.muted = muted;
-    if (el.shadowRoot) walk(el.shadowRoot);
-  });
-  const box = document.getElementById('speech');
-  if (box) walk(box);
-  return muted;
-}"""
+LIVE_AREA = (
+    '<div id="live-area" class="live-area" data-state="idle">'
+    '<img id="live-img" alt="live picture of the source" hidden>'
+    '<video id="cam-preview" autoplay muted playsinline hidden></video>'
+    '<div id="live-msg" class="live-msg">Pick a source and press <b>Start</b>.</div>'
+    '<div id="live-caption" class="live-caption" aria-live="polite" hidden></div></div>'
+)
+CHAT_PANE = '<div id="chat-pane" class="chat-pane" role="log" aria-live="polite"></div>'
+MODE_INFO = {
+    "Upload": "A video file from this computer.",
+    "URL": "An IP camera, RTSP/RTMP/HLS stream, MJPEG camera or a page such as YouTube.",
+    "Webcam": "This browser's camera.",
+}
+STOP_NOW_JS = "() => { if (window.onlooker) window.onlooker.stopNow(); }"
+MUTE_JS = "(muted) => (window.onlooker ? window.onlooker.mute(muted) : muted)"
 
 
 def speech_info(manager: SessionManager) -> str:
-    """Under the engine dropdown: what runs, and why any engine is missing."""
+    """Under the speech controls: what runs, and why any engine is missing."""
     chosen = manager.speech
     voice_failed = bool(getattr(manager.choice.backend, "voice_error", ""))  # a model voice that could not start
     missing = "; ".join(f"{name}: {why}" for name, why in chosen.unavailable.items() if name != "model" or voice_failed)
@@ -99,20 +95,28 @@ def speech_info(manager: SessionManager) -> str:
 
 
 def fallback_banner(choice: Choice) -> str:
+    """Plain words for a first-time user with no model, and one next step."""
     if not choice.fallback:
         return ""
     return (
-        f"**Offline narrator.** {choice.reason}. It describes motion, cuts, light, faces and people without a model. "
-        "For real commentary start with `--model Qwen/Qwen2-VL-2B-Instruct` (any image-text-to-text model, on a GPU "
-        "for speed); see the README."
+        "**No AI model is loaded, so Onlooker uses its offline narrator.** It describes motion, scene cuts, light, "
+        "colour and people it can detect, without understanding what it sees. "
+        f"*Why:* {choice.reason}. *Next step:* on a machine with a GPU, run "
+        "`python app.py --model Qwen/Qwen2-VL-2B-Instruct`, or point it at a running engine with "
+        "`--base-url http://host:8000/v1` (see the README)."
     )
+
+
+def named_choices(entries: dict[str, Any]) -> list[tuple[str, str]]:
+    """Dropdown choices: a readable name for each key (profiles have one; presets get theirs capitalised)."""
+    return [(getattr(entry, "name", "") or key.capitalize(), key) for key, entry in sorted(entries.items())]
 
 
 def build_demo(manager: SessionManager) -> gr.Blocks:
     """Every component and event; handlers get the tab's session hash as their key."""
     settings = manager.settings
-    profiles = sorted(manager.profiles)
-    presets = sorted(manager.presets.presets)
+    profile_key = settings.profile.strip().lower()
+    preset_key = (settings.preset or manager.presets.default).lower()
 
     def keyed(fn: Callable[..., Any]) -> Callable[..., Any]:
         """Adapter: Gradio calls (inputs..., request); handlers take (manager, tab key, inputs...).
@@ -121,14 +125,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         the wrapper advertises the handler's inputs plus such a parameter (signature and hints).
         """
         inputs = list(inspect.signature(fn).parameters.values())[2:]
-        if inspect.isgeneratorfunction(fn):
 
-            def call(*args: Any) -> Any:
-                yield from fn(manager, args[-1].session_hash, *args[:-1])
-        else:
-
-            def call(*args: Any) -> Any:
-                return fn(manager, args[-1].session_hash, *args[:-1])
+        def call(*args: Any) -> Any:
+            return fn(manager, args[-1].session_hash, *args[:-1])
 
         request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
         call.__signature__ = inspect.Signature(
@@ -138,17 +137,34 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         call.__name__ = fn.__name__
         return call
 
+    quiet = {"show_progress": "hidden"}
     with gr.Blocks(title="Onlooker") as demo:
-        gr.Markdown("# Onlooker\nLive video in, live commentary out.")
+        gr.Markdown("# Onlooker\nWatches a video or camera and talks about it as it happens.", elem_id="header")
         banner = fallback_banner(manager.choice)
         gr.Markdown(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
+        tab = gr.HTML("", elem_id="onlooker-tab-box", padding=False)
+        gr.HTML(AUTOPLAY_NOTE, elem_id="autoplay-note-box", padding=False)
         with gr.Row():
-            with gr.Column(scale=3):
-                mode = gr.Radio(list(MODES), value="Upload", label="Source", elem_id="source-mode")
-                webcam = gr.Image(
-                    sources=["webcam"], streaming=True, type="numpy", label="Webcam", visible=False, elem_id="webcam"
-                )
-                upload = gr.File(label="Video file", file_types=["video"], type="filepath", elem_id="upload")
+            with gr.Column(scale=3, elem_id="watch-column"):
+                with gr.Row(equal_height=True):
+                    mode = gr.Radio(
+                        list(MODES), value="Upload", label="Source", info=MODE_INFO["Upload"], elem_id="source-mode"
+                    )
+                    profile = gr.Dropdown(
+                        named_choices(manager.profiles),
+                        value=profile_key,
+                        label="Profile",
+                        info=handlers.profile_info(manager, profile_key),
+                        elem_id="profile",
+                    )
+                    preset = gr.Dropdown(
+                        named_choices(manager.presets.presets),
+                        value=preset_key,
+                        label="Preset",
+                        info=handlers.preset_info(manager, preset_key),
+                        elem_id="preset",
+                    )
+                upload = gr.File(label="Video file", file_types=["video"], type="filepath", height=90, elem_id="upload")
                 url = gr.Textbox(
                     label="Stream URL",
                     placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",
@@ -157,123 +173,147 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                 )
                 with gr.Row():
                     start = gr.Button("Start", variant="primary", elem_id="start")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                live = gr.HTML(handlers.IDLE_LIVE, elem_id="live")
+                    stop = gr.Button("Stop", variant="secondary", elem_id="stop")
+                gr.HTML(LIVE_AREA, elem_id="live", padding=False)
+                gr.HTML(handlers.status_html(manager, ""), elem_id="status", padding=False)
                 sync = gr.Checkbox(
-                    value=settings.live_sync, label="Delay the picture to match the commentary", elem_id="sync"
+                    value=settings.live_sync,
+                    label="Delay the picture to match the commentary",
+                    info="Holds the picture back by the time the words take, so both line up.",
+                    elem_id="sync",
                 )
-                status = gr.HTML(handlers.status_html(manager, ""), elem_id="status")
-            with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Commentary", height=420, elem_id="chat")
-                audio = gr.Audio(
-                    label="Spoken commentary", streaming=True, autoplay=True, interactive=False, elem_id="speech"
-                )
-                gr.HTML(AUTOPLAY_NOTE, elem_id="autoplay-note-box", padding=False)
-                with gr.Row():
-                    engines = handlers.engine_choices(manager)
-                    speech_prefs = manager.voice_prefs("")
-                    engine = gr.Dropdown(
-                        engines,
-                        value=speech_prefs.engine,
-                        label="Speech engine",
-                        interactive=bool(engines),
-                        scale=2,
-                        elem_id="speech-engine",
-                    )
-                    voice = gr.Dropdown(
-                        label="Voice", allow_custom_value=True, elem_id="voice", **handlers.voice_settings(manager, "")
-                    )
-                    mute = gr.Checkbox(value=False, label="Mute speech", elem_id="mute")
-                gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
-                with gr.Row():
-                    save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
-                    narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
+            with gr.Column(scale=2, elem_id="talk-column"):
+                gr.HTML(CHAT_PANE, elem_id="chat", padding=False)
                 instruction = gr.Textbox(
-                    label="Tell the commentator", placeholder="focus on the goalkeeper", elem_id="instruction"
+                    label="Tell the commentator",
+                    placeholder="focus on the goalkeeper · watch the door · talk about the people",
+                    info=handlers.instruction_info(manager),
+                    elem_id="instruction",
                 )
-                mic = gr.Audio(
-                    sources=["microphone"],
-                    type="numpy",
-                    label="…or say it" + ("" if manager.transcriber else " (off)"),
-                    interactive=manager.transcriber is not None,
-                    elem_id="mic",
-                )
+                with gr.Accordion("Speech", open=True, elem_id="speech"):
+                    with gr.Row(equal_height=True):
+                        engines = handlers.engine_choices(manager)
+                        speech_prefs = manager.voice_prefs("")
+                        engine = gr.Dropdown(
+                            engines,
+                            value=speech_prefs.engine,
+                            label="Speech engine",
+                            interactive=bool(engines),
+                            min_width=220,
+                            elem_id="speech-engine",
+                        )
+                        voice = gr.Dropdown(
+                            label="Voice",
+                            allow_custom_value=True,
+                            min_width=140,
+                            elem_id="voice",
+                            **handlers.voice_settings(manager, ""),
+                        )
+                        mute = gr.Checkbox(value=False, label="Mute", min_width=90, elem_id="mute")
+                    with gr.Row():
+                        save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
+                        narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
+                    gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
+                mic_on = manager.transcriber is not None
+                with gr.Accordion("Say an instruction" + ("" if mic_on else " (off)"), open=False, elem_id="mic-box"):
+                    mic = gr.Audio(
+                        sources=["microphone"],
+                        type="numpy",
+                        label="Microphone",
+                        interactive=mic_on,
+                        visible=mic_on,
+                        elem_id="mic",
+                    )
+                    gr.Markdown(
+                        manager.stt_reason,
+                        visible=bool(manager.stt_reason),
+                        elem_id="mic-off",
+                        elem_classes=["small-note"],
+                    )
                 gr.Markdown(
-                    manager.stt_reason, visible=bool(manager.stt_reason), elem_id="mic-off", elem_classes=["small-note"]
+                    f"Model: **{manager.choice.backend.description}**", elem_id="backend", elem_classes=["small-note"]
                 )
-                with gr.Row():
-                    profile = gr.Dropdown(
-                        profiles, value=settings.profile.strip().lower(), label="Profile", elem_id="profile"
-                    )
-                    preset = gr.Dropdown(
-                        presets,
-                        value=(settings.preset or manager.presets.default).lower(),
-                        label="Preset",
-                        elem_id="preset",
-                    )
-                gr.Markdown(f"Backend: **{manager.choice.backend.description}**", elem_id="backend")
 
         def show_inputs(choice: str) -> tuple[dict, dict, dict]:
             return (
-                gr.update(visible=choice == "Webcam"),
+                gr.update(info=MODE_INFO.get(choice, "")),
                 gr.update(visible=choice == "Upload"),
                 gr.update(visible=choice == "URL"),
             )
 
-        mode.change(show_inputs, mode, [webcam, upload, url], queue=False)
-        started = start.click(
-            keyed(handlers.start),
-            [mode, upload, url, profile, preset],
-            [live, status, chatbot],
-            concurrency_limit=None,
-        )
-        chat_stream = started.success(keyed(handlers.commentary), None, chatbot, concurrency_limit=None)
-        speech_stream = started.success(keyed(handlers.speech), None, audio, concurrency_limit=None)
-        stop.click(keyed(handlers.stop), None, [live, status], cancels=[chat_stream, speech_stream])
-        webcam.stream(
-            keyed(handlers.webcam_frame), webcam, None, stream_every=0.1, concurrency_limit=None, time_limit=None
-        )
-        sync.change(keyed(handlers.set_sync), sync, None, queue=False)
-        profile.change(keyed(handlers.change_profile), profile, None)
-        preset.change(keyed(handlers.change_preset), preset, None)
-        instruction.submit(keyed(handlers.instruct), instruction, instruction)
-        mic.stop_recording(keyed(handlers.voice_instruction), mic, [instruction, mic])
-        engine.change(keyed(handlers.change_engine), engine, voice, queue=False)
-        voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False)
-        save.click(keyed(handlers.save_narration), None, narration)
-        mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_PLAYER_JS)
-        gr.Timer(1.0).tick(keyed(lambda m, key: handlers.status_html(m, key)), None, status, concurrency_limit=None)
-
-        demo.unload(keyed(handlers.close_tab))
+        demo.load(keyed(handlers.open_tab), None, tab, queue=False)
+        mode.change(show_inputs, mode, [mode, upload, url], queue=False, **quiet)
+        start.click(keyed(handlers.start), [mode, upload, url, profile, preset], None, concurrency_limit=None, **quiet)
+        stop.click(keyed(handlers.stop), None, None, js=STOP_NOW_JS, **quiet)
+        sync.change(keyed(handlers.set_sync), sync, None, queue=False, **quiet)
+        profile.change(keyed(handlers.change_profile), profile, profile, **quiet)
+        preset.change(keyed(handlers.change_preset), preset, preset, **quiet)
+        instruction.submit(keyed(handlers.instruct), instruction, instruction, **quiet)
+        mic.stop_recording(keyed(handlers.voice_instruction), mic, [instruction, mic], **quiet)
+        engine.change(keyed(handlers.change_engine), engine, voice, queue=False, **quiet)
+        voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False, **quiet)
+        save.click(keyed(handlers.save_narration), None, narration, **quiet)
+        mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_JS, **quiet)
     return demo
 
 
-PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-encoder", "viewer-monitor", "onlooker-")
+PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-", "viewer-", "speaker", "onlooker-")
 
 
 def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
-    """Each viewer's MJPEG live view (at an unguessable per-viewer URL) and a health summary."""
+    """Each tab's channel (a WebSocket at an unguessable per-tab URL, behind the app's login) and a
+    health summary."""
+    app = demo.app
 
-    def live(token: str) -> StreamingResponse:
-        viewer = manager.by_token(token)
-        if viewer is None:
-            raise HTTPException(status_code=404, detail="no such live view (stopped, or the tab was closed)")
-        return StreamingResponse(viewer.live.parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+    async def tab_socket(websocket: WebSocket, token: str) -> None:
+        channel = manager.tab_by_token(token)
+        if channel is None or not logged_in(app, websocket):
+            await websocket.close(code=4404)
+            return
+        await websocket.accept()
+        await serve_tab(
+            websocket,
+            channel,
+            lambda: handlers.status_html(manager, channel.key),
+            lambda run, jpeg: manager.webcam_frame(channel.key, run, jpeg),
+            lambda gone: manager.forget(gone.key),
+        )
 
     def health() -> dict[str, Any]:
         """Sessions and pipeline threads alive now: for monitoring, and for tests that check teardown."""
         threads = sorted(t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREAD_PREFIXES))
-        return {"sessions": manager.active_count(), "threads": threads, "backend": manager.choice.backend.description}
+        return {
+            "sessions": manager.active_count(),
+            "tabs": manager.tab_count(),
+            "threads": threads,
+            "backend": manager.choice.backend.description,
+        }
 
-    demo.app.add_api_route("/onlooker/live/{token}.mjpg", live, methods=["GET"])
-    demo.app.add_api_route("/onlooker/health", health, methods=["GET"])
+    app.add_api_websocket_route("/onlooker/tab/{token}", tab_socket)
+    app.add_api_route("/onlooker/health", health, methods=["GET"])
+
+
+def logged_in(app: Any, websocket: WebSocket) -> bool:
+    """The same test as Gradio's own routes: no login configured, or the login cookie names a user."""
+    if getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None:
+        return True
+    if getattr(app, "auth_dependency", None) is not None:
+        return app.auth_dependency(websocket) is not None
+    cookie_id = getattr(app, "cookie_id", "")
+    token = websocket.cookies.get(f"access-token-{cookie_id}") or websocket.cookies.get(
+        f"access-token-unsecure-{cookie_id}"
+    )
+    return token is not None and token in app.tokens
 
 
 def launch(settings: Settings) -> int:
     """Load presets, profiles and the backend, then serve the UI until Ctrl-C."""
+    print("· Onlooker is starting: loading the presets, profiles and the model…", file=sys.stderr, flush=True)
+    # Gradio's queue calls a Starlette helper that warns on every streamed response; not ours to fix, not news.
+    warnings.filterwarnings("ignore", category=StarletteDeprecationWarning)
     run = load_run_config(settings)
     choice = create_backend(settings)
-    print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr)
+    print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr, flush=True)
     exposed = settings.share or not is_loopback(settings.host)
     if exposed and not settings.auth:
         print(
@@ -294,11 +334,21 @@ def launch(settings: Settings) -> int:
             ssr_mode=False,
             theme=THEME,
             css=CSS,
-            head=AUTOPLAY_HEAD,
+            head=HEAD,
             show_error=True,
+            quiet=True,  # its own hints name launch() arguments; ours name the flags
             max_file_size=manager.limits.max_bytes,  # Gradio refuses bigger uploads before they fill the disk
         )
         add_routes(demo, manager)
+        print(f"· ready: {demo.local_url}", file=sys.stderr, flush=True)
+        if demo.share_url:
+            print(f"· shared at {demo.share_url} (for 72 hours)", file=sys.stderr, flush=True)
+        elif not settings.share:
+            print(
+                "· to open it from another device, add --share (a temporary public link) and --auth user:pass",
+                file=sys.stderr,
+                flush=True,
+            )
         demo.block_thread()
     finally:
         manager.close_all()

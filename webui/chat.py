@@ -1,4 +1,9 @@
-"""Bus events → chatbot messages: comments stream in place, system notes stay small and few."""
+"""Bus events → the page's chat operations: comments stream in place, notes stay small and few.
+
+The page (``webui/client.js``) renders them: one bubble per comment with its media time, system
+notes as small centred lines, second opinions as marked bubbles. A failure is not a chat note: it
+goes to the live area (``problem``), so it is said once, where the picture would be.
+"""
 
 from __future__ import annotations
 
@@ -17,68 +22,38 @@ from pipeline.events import (
     clock,
 )
 
-MAX_NOTES_PER_LINE = 4
-MAX_MESSAGES = 200  # a long session must not grow the page without bound
+MODE_NOTES = {"active": "things are moving: commenting more often", "idle": "quiet scene: commenting less often"}
 
 
 def note_text(event: Event) -> str | None:
     """A short system note for events worth a glance, None for the rest."""
     if isinstance(event, SceneCut):
-        return f"scene cut {clock(event.t)}"
+        return f"{clock(event.t)} · scene cut"
     if isinstance(event, ModeChanged):
-        return f"{event.mode} {clock(event.t)}"
-    if isinstance(event, SourceStatus) and event.state in ("live", "stalled", "reconnecting", "ended", "failed"):
-        explained = event.state in ("failed", "stalled", "reconnecting") or event.detail.startswith("back after")
-        return f"source {event.state}" + (f": {event.detail}" if explained and event.detail else "")
-    if isinstance(event, ErrorEvent):
-        return f"⚠ {event.message}"
+        return f"{clock(event.t)} · {MODE_NOTES.get(event.mode, event.mode)}"
+    if isinstance(event, SourceStatus) and event.state in ("stalled", "reconnecting", "ended"):
+        return f"{clock(event.t)} · source {event.state}" + (f": {event.detail}" if event.detail else "")
+    if isinstance(event, SourceStatus) and event.state == "live" and event.detail.startswith("back after"):
+        return f"{clock(event.t)} · source live again ({event.detail})"
+    if isinstance(event, ErrorEvent) and not event.fatal:
+        return f"{clock(event.t)} · ⚠ {event.message}"
     return None
 
 
-class ChatLog:
-    """The chatbot's message list, updated event by event (not thread-safe: one consumer owns it)."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self._open: dict[int, int] = {}  # comment id → message index while streaming
-        self._notes: list[str] = []
-
-    def apply(self, event: Event) -> bool:
-        """Update the messages; True when something visible changed."""
-        if isinstance(event, CommentaryStarted):
-            self._notes = []
-            self.messages.append({"role": "assistant", "content": f"`{clock(event.t)}` "})
-            self._open[event.comment_id] = len(self.messages) - 1
-        elif isinstance(event, CommentaryDelta) and event.comment_id in self._open:
-            self.messages[self._open[event.comment_id]]["content"] += event.text
-        elif isinstance(event, CommentaryFinished) and event.comment_id in self._open:
-            index = self._open.pop(event.comment_id)
-            if event.suppressed:
-                del self.messages[index]
-                self._open = {k: v - 1 if v > index else v for k, v in self._open.items()}
-            else:
-                self.messages[index]["content"] = f"`{clock(event.t)}` {event.text}"
-        elif isinstance(event, Opinion):
-            mark = "🚨" if event.alert else "🔎"
-            self.messages.append({"role": "assistant", "content": f"{mark} *{event.task}:* {event.text}"})
-        elif (text := note_text(event)) is not None:
-            self._add_note(text)
-        else:
-            return False
-        self._trim()
-        return True
-
-    def _add_note(self, text: str) -> None:
-        """Consecutive notes share one small line (the newest few), so they never flood the chat."""
-        self._notes = [*self._notes, text][-MAX_NOTES_PER_LINE:]
-        line = {"role": "user", "content": "<small>" + " · ".join(self._notes) + "</small>"}
-        if len(self._notes) > 1 and self.messages and self.messages[-1]["role"] == "user":
-            self.messages[-1] = line
-        else:
-            self._notes = [text]
-            self.messages.append({"role": "user", "content": f"<small>{text}</small>"})
-
-    def _trim(self) -> None:
-        excess = len(self.messages) - MAX_MESSAGES
-        if excess > 0 and not self._open:
-            del self.messages[:excess]
+def chat_op(event: Event) -> dict[str, Any] | None:
+    """The page operation for one event, or None when the chat does not show it."""
+    if isinstance(event, CommentaryStarted):
+        return {"type": "comment", "id": event.comment_id, "clock": clock(event.t)}
+    if isinstance(event, CommentaryDelta):
+        return {"type": "delta", "id": event.comment_id, "text": event.text}
+    if isinstance(event, CommentaryFinished):
+        if event.suppressed:
+            return {"type": "drop", "id": event.comment_id}
+        return {"type": "final", "id": event.comment_id, "clock": clock(event.t), "text": event.text}
+    if isinstance(event, Opinion):
+        return {"type": "opinion", "alert": event.alert, "task": event.task, "text": event.text}
+    if isinstance(event, ErrorEvent) and event.fatal:  # a failed source publishes this too, with the same words
+        return {"type": "problem", "text": event.message or "the session failed"}
+    if (text := note_text(event)) is not None:
+        return {"type": "note", "text": text}
+    return None

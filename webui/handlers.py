@@ -1,15 +1,15 @@
 """Gradio event handlers as plain functions of (manager, tab key, inputs), so tests call them directly.
 
-``webui.app`` wraps each with the tab's ``gr.Request.session_hash``; nothing here imports gradio,
-except ``gradio.Error`` raised to show the user a clear message in a toast.
+``webui.app`` wraps each with the tab's ``gr.Request.session_hash``. Live output (picture, speech,
+chat, status) goes through the tab's channel, not through Gradio outputs; a failed Start is said
+once, in the live area, via the channel. Toasts (``gr.Info``/``gr.Warning``/``gr.Error``) are for
+answers to the controls.
 """
 
 from __future__ import annotations
 
 import html
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,8 @@ import gradio as gr
 import numpy as np
 
 from pipeline.errors import OnlookerError
-from pipeline.speech.engines import Speech
-from webui.chat import ChatLog
 from webui.sessions import SessionManager, SourceRequest
 from webui.status import device_summary, render_status
-
-IDLE_LIVE = '<div class="live-idle"><span>Pick a source and press <b>Start</b>.</span></div>'
-YIELD_EVERY = 0.05  # seconds: at most ~20 chatbot updates a second, however fast tokens come
-
-
-def live_html(token: str) -> str:
-    """The live view: an <img> on this viewer's MJPEG endpoint (relative, so share links work)."""
-    return f'<img class="live-view" src="onlooker/live/{html.escape(token)}.mjpg" alt="live view of the source">'
 
 
 def status_html(manager: SessionManager, key: str) -> str:
@@ -36,56 +26,24 @@ def status_html(manager: SessionManager, key: str) -> str:
     return render_status(viewer.snapshot() if viewer else None, manager.choice.backend.description, device_summary())
 
 
+def open_tab(manager: SessionManager, key: str) -> str:
+    """On page load: the tab's channel token, which ``webui/client.js`` picks up to open its WebSocket."""
+    token = html.escape(manager.tab(key).token)
+    return f'<div id="onlooker-tab" data-token="{token}" hidden></div>'
+
+
 def start(
     manager: SessionManager, key: str, mode: str, upload: str | None, url: str | None, profile: str, preset: str
-) -> tuple[str, str, list[dict[str, Any]]]:
-    """Start this tab's pipeline: (live view HTML, status HTML, emptied chat). Bad input → gr.Error."""
+) -> None:
+    """Start this tab's pipeline as a new run; bad input is shown in the live area (via the channel)."""
     try:
-        viewer = manager.start(key, SourceRequest(mode, upload, url), profile, preset)
+        manager.start(key, SourceRequest(mode, upload, url), profile, preset)
     except OnlookerError as exc:
-        raise gr.Error(str(exc), title="Cannot start", print_exception=False) from None
-    return live_html(viewer.token), status_html(manager, key), []
+        manager.tab(key).send({"type": "failed", "text": str(exc)})
 
 
-def stop(manager: SessionManager, key: str) -> tuple[str, str]:
+def stop(manager: SessionManager, key: str) -> None:
     manager.stop(key)
-    return IDLE_LIVE, status_html(manager, key)
-
-
-def close_tab(manager: SessionManager, key: str) -> None:
-    """The tab went away: tear its pipeline down (threads, subprocesses, memory)."""
-    manager.forget(key)
-
-
-def commentary(manager: SessionManager, key: str) -> Iterator[list[dict[str, Any]]]:
-    """Stream the chat as comments arrive; ends when the session ends."""
-    viewer = manager.get(key)
-    if viewer is None:
-        return
-    chat = ChatLog()
-    last = 0.0
-    pending = False
-    while True:
-        event = viewer.chat.get(timeout=YIELD_EVERY)
-        if event is not None:
-            pending = chat.apply(event) or pending
-        elif viewer.chat.closed:
-            break
-        now = time.monotonic()
-        if pending and now - last >= YIELD_EVERY:
-            last, pending = now, False
-            yield [dict(m) for m in chat.messages]
-    yield [dict(m) for m in chat.messages]
-
-
-def speech(manager: SessionManager, key: str) -> Iterator[tuple[int, np.ndarray]]:
-    """Stream the session's paced speech (steady ~1 s chunks) to the autoplaying audio player."""
-    viewer = manager.get(key)
-    if viewer is None or viewer.session.speaker is None:
-        return
-    for chunk in viewer.session.speaker.outputs():
-        viewer.narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples))
-        yield chunk.sample_rate, chunk.samples
 
 
 def save_narration(manager: SessionManager, key: str) -> dict[str, Any]:
@@ -142,25 +100,39 @@ def set_muted(manager: SessionManager, key: str, muted: bool) -> None:
     manager.set_muted(key, bool(muted))
 
 
-def webcam_frame(manager: SessionManager, key: str, image: np.ndarray | None) -> None:
-    """A frame from the browser webcam; ignored until Start has made a webcam session."""
-    viewer = manager.get(key)
-    if viewer is not None and image is not None:
-        viewer.push(np.ascontiguousarray(image[..., :3]))
+def profile_info(manager: SessionManager, name: str) -> str:
+    """The one line under the profile picker: what this commentator is like."""
+    profile = manager.profiles.get(name)
+    return profile.description if profile is not None and profile.description else "How the commentary sounds."
 
 
-def change_profile(manager: SessionManager, key: str, name: str) -> None:
+def preset_info(manager: SessionManager, name: str) -> str:
+    """The one line under the preset picker: how often it looks and talks."""
+    tuning = manager.presets.presets.get(name)
+    return tuning.description if tuning is not None and tuning.description else "How often Onlooker looks and talks."
+
+
+def instruction_info(manager: SessionManager) -> str:
+    if getattr(manager.choice.backend, "understands", None) is not None:
+        return "The offline narrator understands regions, people, motion, light and colour; a model follows anything."
+    return "Press Enter; the next comments follow it."
+
+
+def change_profile(manager: SessionManager, key: str, name: str) -> dict[str, Any]:
+    """A running session switches at once; the line under the picker describes the new profile."""
     try:
         manager.set_profile(key, name)
     except OnlookerError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
+    return gr.update(info=profile_info(manager, name))
 
 
-def change_preset(manager: SessionManager, key: str, name: str) -> None:
+def change_preset(manager: SessionManager, key: str, name: str) -> dict[str, Any]:
     try:
         manager.set_preset(key, name)
     except OnlookerError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
+    return gr.update(info=preset_info(manager, name))
 
 
 def set_sync(manager: SessionManager, key: str, on: bool) -> None:
@@ -184,7 +156,7 @@ def voice_instruction(
     if not manager.instruct(key, text):
         gr.Warning(f"Heard “{text}”. Start a source first; the instruction is kept in the box.")
         return text, None
-    gr.Info(f"Heard: {text}")
+    gr.Info(f"Heard “{text}”. " + instruction_answer(manager, text))
     return "", None
 
 
@@ -195,5 +167,19 @@ def instruct(manager: SessionManager, key: str, text: str) -> str:
     if not manager.instruct(key, text):
         gr.Warning("Start a source first; the instruction is kept in the box.")
         return text
-    gr.Info(f"Next comments will: {text.strip()}")
+    gr.Info(instruction_answer(manager, text.strip()))
     return ""
+
+
+def instruction_answer(manager: SessionManager, text: str) -> str:
+    """What the toast may honestly promise: a model reads the words; the offline narrator says what it understood."""
+    understands = getattr(manager.choice.backend, "understands", None)
+    if understands is None:
+        return f"Sent to the model: “{text}”. The next comments take it into account."
+    understood = understands(text)
+    if understood:
+        return f"The offline narrator will {understood}."
+    return (
+        f"The offline narrator cannot follow “{text}”: it understands only regions (left, right, top, bottom, "
+        "centre), people or faces, motion, light and colour. A model follows any instruction."
+    )

@@ -1,8 +1,10 @@
-"""The live picture as an MJPEG stream, at the source's native rate, optionally delayed for sync.
+"""The live picture at the source's native rate, optionally delayed for sync.
 
-A plain ``gr.Image`` output cannot keep up with 25-30 FPS, so each viewer gets an MJPEG endpoint
-(an ``<img>`` in the page) fed by an encoder thread. With sync on, frames are held back by the
-measured commentary latency (an exponential moving average), so words and picture line up.
+A plain ``gr.Image`` output cannot keep up with 25-30 FPS, so an encoder thread turns the hub's
+frames into JPEGs and a sender thread hands each one, when it is due, to the tab's channel
+(``webui.channel``: latest-wins, so a slow browser skips frames). With sync on, frames are held
+back by the measured commentary latency (an exponential moving average), so words and picture
+line up.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -20,7 +22,6 @@ from pipeline.hub import FrameHub
 
 log = logging.getLogger(__name__)
 
-BOUNDARY = "onlookerframe"
 MAX_DELAY = 5.0  # seconds of JPEGs kept for sync; more would hide a slow model behind a stale picture
 EMA_WEIGHT = 0.3
 
@@ -38,18 +39,22 @@ def encode_jpeg(image: np.ndarray, quality: int = 80, max_side: int = 1280) -> b
 
 
 class LiveView:
-    """Encodes the hub's newest frames in its own thread and serves them as MJPEG parts."""
+    """Encodes the hub's newest frames and hands each due one to ``sink(wall_time, jpeg)``; owns both threads."""
 
-    def __init__(self, hub: FrameHub, sync: bool = True) -> None:
+    def __init__(self, hub: FrameHub, sink: Callable[[float, bytes], None], sync: bool = True) -> None:
         self.hub = hub
         self.sync = sync
         self.latency = 0.0  # EMA of commentary latency in seconds
         self._jpegs: deque[tuple[float, bytes]] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._shown: deque[float] = deque(maxlen=90)
-        self._thread = threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True)
-        self._thread.start()
+        self._sink = sink
+        self._threads = [
+            threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True),
+            threading.Thread(target=self._send_loop, name="live-sender", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def delay(self) -> float:
@@ -59,14 +64,6 @@ class LiveView:
         """Feed one measured frame-to-first-word latency into the moving average."""
         if seconds > 0:
             self.latency = seconds if self.latency == 0 else (1 - EMA_WEIGHT) * self.latency + EMA_WEIGHT * seconds
-
-    def display_fps(self) -> float:
-        """Frames per second sent to the browser over the last few seconds."""
-        with self._cond:
-            shown = list(self._shown)
-        if len(shown) < 2 or time.monotonic() - shown[-1] > 2:
-            return 0.0
-        return (len(shown) - 1) / max(shown[-1] - shown[0], 1e-6)
 
     def _encode_loop(self) -> None:
         after: int | None = None
@@ -103,25 +100,18 @@ class LiveView:
                 self._cond.wait(min(max(wait, 0.005), remaining))
         return None
 
-    def parts(self) -> Iterator[bytes]:
-        """multipart/x-mixed-replace body: one JPEG part per frame until the view closes."""
+    def _send_loop(self) -> None:
         after = 0.0
         while not self._stop.is_set():
             item = self._next_due(after)
-            if item is None:
-                continue
-            after, jpeg = item
-            with self._cond:
-                self._shown.append(time.monotonic())
-            yield (
-                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                + jpeg
-                + b"\r\n"
-            )
+            if item is not None:
+                after, jpeg = item
+                self._sink(after, jpeg)
 
     def close(self) -> None:
-        """Stop the encoder and end every open stream."""
+        """Stop both threads and wait for them."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)

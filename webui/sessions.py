@@ -1,8 +1,10 @@
 """Per-tab pipelines: each browser tab (Gradio session hash) owns one Viewer; the model is shared.
 
-A Viewer bundles a pipeline Session with its live view, its speech and a monitor thread that keeps
-the status strip's numbers. Starting again in the same tab replaces the old Viewer cleanly; Stop,
-closing the tab and shutting the app down all end in ``Viewer.close``, which joins every thread.
+A Viewer bundles a pipeline Session with its live view, a speech pump and a monitor thread, all of
+which write to the tab's channel (``webui.channel``: one WebSocket carries picture, speech, chat and
+status). Each Start is a new run of the tab's channel, so the page drops whatever the old run still
+sends. Starting again in the same tab replaces the old Viewer cleanly; Stop, closing the tab (its
+channel drops) and shutting the app down all end in ``Viewer.close``, which joins every thread.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import logging
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline.backends.base import Choice
@@ -33,11 +35,15 @@ from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
 from pipeline.sources.guard import UrlGuard, is_loopback
 from pipeline.sources.resolve import open_source
+from pipeline.sources.urls import mask_url
 from pipeline.sources.webcam import PushSource
 from pipeline.speech.choice import choose_speech
+from pipeline.speech.engines import Speech
 from pipeline.speech.narration import NarrationTrack
 from pipeline.speech.speaker import SpeechOptions
 from pipeline.speech.transcribe import find_transcriber
+from webui.channel import TabChannel
+from webui.chat import chat_op
 from webui.live import LiveView
 from webui.status import StatusSnapshot
 
@@ -99,6 +105,15 @@ class UploadLimits:
         return source
 
 
+def source_label(request: SourceRequest) -> str:
+    """What the page says it is starting: the file's name or the URL without its password."""
+    if request.mode == "Upload":
+        return Path(request.upload).name if request.upload else "a video file"
+    if request.mode == "URL":
+        return mask_url((request.url or "").strip())
+    return "your camera"
+
+
 def make_source(
     request: SourceRequest,
     guard: UrlGuard | None = None,
@@ -122,10 +137,13 @@ def make_source(
 
 
 class Viewer:
-    """One tab's running pipeline: session, live view, monitor, subscriptions for chat and speech."""
+    """One tab's running pipeline: session, live view, monitor and speech pump, all sending to one run
+    of the tab's channel."""
 
     def __init__(
         self,
+        channel: TabChannel,
+        run: int,
         choice: Choice,
         profile: Profile,
         preset: PresetFile,
@@ -133,7 +151,8 @@ class Viewer:
         settings: Settings,
         speech: SpeechOptions | None = None,
     ):
-        self.token = secrets.token_urlsafe(24)
+        self.channel = channel
+        self.run = run
         self.profile = profile
         tuning = pick(preset_name, preset.presets, "preset", "preset")
         self.session = Session(
@@ -144,19 +163,41 @@ class Viewer:
             speech=speech,
             opinion=OpinionOptions.from_settings(settings),
         )
-        self.live = LiveView(self.session.hub, sync=settings.live_sync)
+        self.live: LiveView | None = None
+        self.sync = settings.live_sync
         self.status = StatusSnapshot()
-        self.chat = self.session.bus.subscribe("chat", maxsize=10_000)
         self.narration = NarrationTrack(max_seconds=NARRATION_LIMIT)  # what the player was sent, to save
         self._monitor_sub = self.session.bus.subscribe("monitor", maxsize=10_000)
-        self._captures: deque[float] = deque(maxlen=32)
         self._monitor = threading.Thread(target=self._watch, name="viewer-monitor", daemon=True)
+        self._speech = threading.Thread(target=self._pump_speech, name="viewer-speech", daemon=True)
+        self._stopped = threading.Event()
         self.source: Source | None = None
 
     def start(self, source: Source) -> None:
         self.source = source
+        if not isinstance(source, PushSource):  # the page shows its own camera preview, with no delay
+            self.live = LiveView(self.session.hub, self._offer_picture, sync=self.sync)
         self._monitor.start()
+        self._speech.start()
         self.session.start(source)
+
+    def _offer_picture(self, wall_time: float, jpeg: bytes) -> None:
+        self.channel.offer_picture(self.run, wall_time, jpeg)
+
+    def set_sync(self, on: bool) -> None:
+        self.sync = on
+        if self.live is not None:
+            self.live.sync = on
+
+    def _pump_speech(self) -> None:
+        """The speaker's paced chunks → the page (stamped with when they play) and the saved narration."""
+        speaker = self.session.speaker
+        if speaker is None:
+            return
+        for chunk in speaker.outputs():
+            self.narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples))
+            plays_at = time.time() + (chunk.plays_at - time.monotonic())
+            self.channel.send_audio(self.run, plays_at, chunk.media_time, chunk.sample_rate, chunk.samples)
 
     def push(self, image: np.ndarray) -> bool:
         """Hand a webcam frame to the pipeline; False when this viewer does not take pushed frames."""
@@ -170,8 +211,11 @@ class Viewer:
         self.session.commentator.set_profile(profile)
 
     def _watch(self) -> None:
-        """Keep the status strip's numbers from the bus; ends when the bus closes."""
+        """Chat operations and the status strip's numbers from the bus; when the bus closes (the source
+        ended and everything is said) and the run was not stopped, the page hears that it ended."""
         for event in self._monitor_sub:
+            if (op := chat_op(event)) is not None:
+                self.channel.send(op, self.run)
             if isinstance(event, SourceStatus):
                 self.status.source = event.state
             elif isinstance(event, ModeChanged):
@@ -182,22 +226,29 @@ class Viewer:
                 self.live.observe_latency(latency / 1000)
             elif isinstance(event, CommentaryFinished) and not event.suppressed:
                 self.status.comments += 1
+        self._speech.join(10)
+        if not self._stopped.is_set():
+            self.channel.send({"type": "ended", "error": self.session.error or ""}, self.run)
 
     def snapshot(self) -> StatusSnapshot:
         hub = self.session.hub
         window = hub.window.snapshot()
         span = window[-1].media_time - window[0].media_time if len(window) > 1 else 0.0
         self.status.capture_fps = (len(window) - 1) / span if span > 0 else 0.0
-        self.status.display_fps = self.live.display_fps()
+        self.status.display_fps = self.channel.picture_fps() if self.live is not None else 0.0
         lag = hub.source_lag()
         self.status.source_lag_ms = lag * 1000 if lag is not None else None
         return self.status
 
     def close(self) -> None:
         """Stop everything this viewer started and wait for it."""
+        self._stopped.set()
         self.session.stop()
-        self.live.close()
-        self._monitor.join(5)
+        if self.live is not None:
+            self.live.close()
+        for thread in (self._monitor, self._speech):
+            if thread.is_alive():
+                thread.join(5)
 
 
 @dataclass
@@ -222,6 +273,7 @@ class SessionManager:
         self.limits = UploadLimits.from_settings(settings)
         self.transcriber, self.stt_reason = find_transcriber(settings.stt_model, choice.backend)
         self._viewers: dict[str, Viewer] = {}
+        self._tabs: dict[str, TabChannel] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
         self._voices: dict[str, VoicePrefs] = {}
         self._lock = threading.Lock()
@@ -266,15 +318,29 @@ class SessionManager:
         if viewer is not None and viewer.session.speaker is not None:
             viewer.session.speaker.set_muted(muted)
 
+    def tab(self, key: str) -> TabChannel:
+        """This tab's channel (made on first use: the page asks for it when it loads)."""
+        with self._lock:
+            return self._tabs.setdefault(key, TabChannel(key))
+
+    def tab_by_token(self, token: str) -> TabChannel | None:
+        with self._lock:
+            return next((t for t in self._tabs.values() if secrets.compare_digest(t.token, token)), None)
+
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
-        """Start (or restart) this tab's pipeline. Bad input raises OnlookerError; nothing is left running."""
+        """Start (or restart) this tab's pipeline as a new run of its channel. Bad input raises
+        OnlookerError, and the old run is stopped all the same (the page has already left it)."""
+        self.stop(key)
+        channel = self.tab(key)
+        run = channel.begin_run(request.mode, source_label(request))
         chosen = pick(profile, self.profiles, "profile", "profile")
         source = make_source(request, self.guard, self.settings.rtsp_transport, self.limits)
-        viewer = Viewer(self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key))
-        viewer.live.sync = self._sync.get(key, self.settings.live_sync)
+        viewer = Viewer(
+            channel, run, self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key)
+        )
+        viewer.sync = self._sync.get(key, self.settings.live_sync)
         if viewer.session.speaker is not None:
             viewer.session.speaker.set_muted(self.voice_prefs(key).muted)
-        self.stop(key)
         with self._lock:
             self._viewers[key] = viewer
         viewer.start(source)
@@ -284,24 +350,32 @@ class SessionManager:
         with self._lock:
             return self._viewers.get(key)
 
-    def by_token(self, token: str) -> Viewer | None:
-        with self._lock:
-            return next((v for v in self._viewers.values() if secrets.compare_digest(v.token, token)), None)
-
     def stop(self, key: str) -> bool:
         """End this tab's pipeline if it has one; True when something was stopped."""
         with self._lock:
             viewer = self._viewers.pop(key, None)
         if viewer is None:
             return False
+        viewer.channel.send({"type": "stopped"}, viewer.run)
         viewer.close()
         return True
 
     def forget(self, key: str) -> None:
-        """The tab is gone for good: stop its pipeline and drop its preferences."""
+        """The tab is gone for good (its channel dropped): stop its pipeline, drop its channel and preferences."""
         self.stop(key)
+        with self._lock:
+            self._tabs.pop(key, None)
         self._sync.pop(key, None)
         self._voices.pop(key, None)
+
+    def webcam_frame(self, key: str, run: int, jpeg: bytes) -> None:
+        """A JPEG from the page's camera; ignored unless this tab's current run is a webcam session."""
+        viewer = self.get(key)
+        if viewer is None or viewer.run != run or not isinstance(viewer.source, PushSource):
+            return
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is not None:
+            viewer.push(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
     def set_profile(self, key: str, name: str) -> None:
         viewer = self.get(key)
@@ -318,7 +392,7 @@ class SessionManager:
         self._sync[key] = on
         viewer = self.get(key)
         if viewer is not None:
-            viewer.live.sync = on
+            viewer.set_sync(on)
 
     def instruct(self, key: str, text: str) -> bool:
         viewer = self.get(key)
@@ -334,6 +408,10 @@ class SessionManager:
         for key in keys:
             self.stop(key)
         self.speech.close()
+
+    def tab_count(self) -> int:
+        with self._lock:
+            return len(self._tabs)
 
     def active_count(self) -> int:
         with self._lock:

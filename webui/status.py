@@ -31,22 +31,49 @@ def device_summary() -> str:
     return f"{torch.cuda.get_device_name(index)} · {used:.1f}/{total:.0f} GB"
 
 
+SOURCE_WORDS = {
+    "idle": "not started",
+    "connecting": "connecting…",
+    "live": "live",
+    "stalled": "no new frames",
+    "reconnecting": "reconnecting…",
+    "ended": "finished",
+    "failed": "failed",
+}
+MODE_WORDS = {"idle": "calm", "active": "busy"}
+HINTS = {
+    "source": "Is the video coming in? live: frames arriving; no new frames: the camera froze; reconnecting: "
+    "the stream dropped and Onlooker is retrying; finished: the file or stream ended.",
+    "mode": "How much is happening: busy (motion, cuts) means a comment every few seconds; calm means fewer.",
+    "source lag": "How old each frame is when Onlooker decodes it (camera → here). Only RTSP cameras with a "
+    "synced clock say when a frame was taken; '–' otherwise.",
+    "capture": "Frames per second Onlooker looks at for the commentary (set by the preset).",
+    "display": "Frames per second sent to this page's live picture.",
+    "latency": "From the newest frame a comment looked at to its first word: how far the words trail the picture.",
+    "comments": "Comments made in this run.",
+    "backend": "What writes the commentary.",
+    "device": "Where the model runs, and the GPU memory in use.",
+}
+
+
 def render_status(snapshot: StatusSnapshot | None, backend: str, device: str) -> str:
-    """HTML for the strip; every value is escaped."""
+    """HTML for the strip: plain words, a hover text on every pill; every value is escaped."""
     s = snapshot or StatusSnapshot()
-    latency = f"{s.latency_ms / 1000:.2f} s" if s.latency_ms is not None else "–"
+    latency = f"{s.latency_ms / 1000:.1f} s" if s.latency_ms is not None else "–"
     pills = [
-        ("source", s.source),
-        ("mode", s.mode.upper()),
-        ("source lag", f"{s.source_lag_ms:.0f} ms" if s.source_lag_ms is not None else "–"),
-        ("capture", f"{s.capture_fps:.1f} fps"),
-        ("display", f"{s.display_fps:.0f} fps"),
-        ("latency", latency),
-        ("comments", str(s.comments)),
-        ("backend", backend),
-        ("device", device),
+        ("source", "video", SOURCE_WORDS.get(s.source, s.source)),
+        ("mode", "scene", MODE_WORDS.get(s.mode, s.mode)),
+        ("source lag", "camera lag", f"{s.source_lag_ms:.0f} ms" if s.source_lag_ms is not None else "–"),
+        ("capture", "looking at", f"{s.capture_fps:.1f} fps"),
+        ("display", "showing", f"{s.display_fps:.0f} fps"),
+        ("latency", "words trail by", latency),
+        ("comments", "comments", str(s.comments)),
+        ("backend", "model", backend),
+        ("device", "on", device),
     ]
     items = "".join(
-        f'<span class="pill" data-key="{key}"><b>{key}</b> {html.escape(value)}</span>' for key, value in pills
+        f'<span class="pill" data-key="{key}" title="{html.escape(HINTS[key])}">'
+        f"<b>{label}</b> {html.escape(value)}</span>"
+        for key, label, value in pills
     )
     return f'<div class="status-strip" data-source="{html.escape(s.source)}">{items}</div>'

@@ -1,0 +1,315 @@
+// Onlooker's page client: one WebSocket per tab (webui/channel.py) carries the live picture, the
+// speech, the chat and the status strip; the webcam's frames go back over it. Speech is played with
+// Web Audio at the time the server's audio gate booked it (plus LEAD for the network), so what is
+// heard stays with the picture instead of drifting behind a media player's buffer.
+// window.onlooker exposes the player's own record (heard, tap) for the browser tests and bench/speech.py.
+(() => {
+  const PICTURE = 1, AUDIO = 2, WEBCAM = 3;
+  const LEAD = 0.25; // seconds after its booked time a chunk plays: room for the network's jitter
+  const LATE_DROP = 1.5; // a chunk that could only start this much after its booked time is dropped
+  const MAX_MESSAGES = 200; // a long session must not grow the page without bound
+  const WEBCAM_EVERY = 100; // ms between webcam frames sent (10 fps)
+  const O = (window.onlooker = {
+    run: 0, mode: 'Upload', state: 'idle', ws: null, token: null, offset: 0, rtt: Infinity,
+    ctx: null, gain: null, sources: new Set(), nextFree: 0, muted: false, blocked: false,
+    heard: [], dropped: 0, tapBlocks: [], pictures: 0, camera: null, reconnects: 0,
+  });
+  const $ = (id) => document.getElementById(id);
+  const serverNow = () => Date.now() + O.offset;
+
+  // ---------- the channel ----------
+  function connect(token) {
+    if (O.ws && O.token === token) return;
+    if (O.ws) O.ws.close();
+    O.token = token;
+    const url = new URL(`onlooker/tab/${token}`, document.baseURI);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    O.ws = ws;
+    ws.onopen = () => { O.rtt = Infinity; for (let i = 0; i < 5; i++) setTimeout(ping, i * 200); };
+    ws.onmessage = (e) => (typeof e.data === 'string' ? onText(JSON.parse(e.data)) : onBinary(e.data));
+    ws.onclose = (e) => {
+      if (O.ws !== ws) return;
+      O.ws = null;
+      if (e.code === 4404) { showMessage('This page lost its connection to Onlooker. Reload the page.', 'failed'); return; }
+      O.reconnects += 1;
+      setTimeout(() => { if (!O.ws) { O.token = null; connect(token); } }, 1000);
+    };
+  }
+  function ping() { if (O.ws && O.ws.readyState === 1) O.ws.send(JSON.stringify({ type: 'ping', c: Date.now() })); }
+  setInterval(ping, 10000);
+
+  function onText(m) {
+    if (m.type === 'pong') {
+      const rtt = Date.now() - m.c;
+      if (rtt <= O.rtt) { O.rtt = rtt; O.offset = m.s - (m.c + rtt / 2); }
+      return;
+    }
+    if (m.type === 'status') { const box = $('status-box'); if (box) box.innerHTML = m.html; return; }
+    if (m.type === 'run') { newRun(m); return; }
+    if (m.run !== O.run) return; // something the old run still said
+    if (m.type === 'failed') { setState('failed'); showProblem('Could not start', m.text); }
+    else if (m.type === 'problem') { setState('failed'); showProblem('Stopped', m.text); }
+    else if (m.type === 'stopped') { silence(); setState('idle'); showMessage('Stopped. Press <b>Start</b> to watch again.'); }
+    else if (m.type === 'ended') {
+      setState('ended');
+      if (!m.error) showMessage('The video has ended. Press <b>Start</b> to watch again.');
+    } else chat(m);
+  }
+
+  function onBinary(buffer) {
+    const view = new DataView(buffer);
+    const kind = view.getUint8(0), run = view.getUint32(1, true);
+    if (run !== O.run) return;
+    if (kind === PICTURE) showPicture(buffer.slice(13));
+    else if (kind === AUDIO) {
+      const playsAt = view.getFloat64(5, true), media = view.getFloat64(13, true), rate = view.getUint32(21, true);
+      play(playsAt * 1000, media, rate, new Int16Array(buffer, 26));
+    }
+  }
+
+  // ---------- runs and the live area ----------
+  function newRun(m) {
+    silence();
+    O.run = m.run;
+    O.mode = m.mode;
+    const pane = $('chat-pane');
+    if (pane) pane.innerHTML = '';
+    const caption = $('live-caption');
+    if (caption) { caption.textContent = ''; caption.hidden = true; }
+    const img = $('live-img');
+    if (img) { img.hidden = true; img.removeAttribute('src'); }
+    setState('running');
+    if (m.mode === 'Webcam') { cameraPreview(true); showMessage(''); }
+    else showMessage(`Opening ${escapeHtml(m.label)}…`, 'connecting');
+    ensureAudio();
+  }
+  function setState(state) {
+    O.state = state;
+    const area = $('live-area');
+    if (area) area.dataset.state = state;
+    const stop = $('stop');
+    if (stop) stop.disabled = state !== 'running';
+  }
+  function showMessage(html, kind) {
+    const box = $('live-msg');
+    if (!box) return;
+    box.className = 'live-msg' + (kind ? ' ' + kind : '');
+    box.innerHTML = html;
+    box.hidden = !html;
+  }
+  function showProblem(title, text) {
+    const hint = O.mode === 'URL' ? 'Check the address (and the camera) and press Start again.'
+      : O.mode === 'Upload' ? 'Try another file, or re-encode this one (H.264 MP4 plays everywhere).'
+      : 'Check that the camera is allowed for this page and press Start again.';
+    showMessage(`<b>${title}.</b> ${escapeHtml(text)}<br><span class="hint">${hint}</span>`, 'problem');
+    const img = $('live-img');
+    if (img) img.hidden = true;
+  }
+  let lastUrl = null;
+  function showPicture(jpeg) {
+    const img = $('live-img');
+    if (!img) return;
+    const url = URL.createObjectURL(new Blob([jpeg], { type: 'image/jpeg' }));
+    img.onload = () => { if (lastUrl && lastUrl !== url) URL.revokeObjectURL(lastUrl); lastUrl = url; };
+    img.src = url;
+    O.pictures += 1;
+    if (img.hidden) { img.hidden = false; showMessage(''); }
+  }
+  const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+  // ---------- chat ----------
+  function chat(m) {
+    const pane = $('chat-pane');
+    if (!pane) return;
+    const nearBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+    let el = m.id !== undefined ? pane.querySelector(`[data-id="${m.id}"]`) : null;
+    if (m.type === 'comment') {
+      el = bubble('comment', m.clock, '');
+      el.dataset.id = m.id;
+      el.dataset.state = 'streaming';
+      pane.appendChild(el);
+    } else if (m.type === 'delta' && el) {
+      el.querySelector('.text').textContent += m.text;
+    } else if (m.type === 'final' && el) {
+      el.querySelector('.text').textContent = m.text;
+      el.dataset.state = 'done';
+    } else if (m.type === 'drop' && el) {
+      el.remove();
+    } else if (m.type === 'opinion') {
+      pane.appendChild(bubble(m.alert ? 'opinion alert' : 'opinion', (m.alert ? '🚨 ' : '🔎 ') + m.task, m.text));
+    } else if (m.type === 'note') {
+      const note = document.createElement('div');
+      note.className = 'note';
+      note.textContent = m.text;
+      pane.appendChild(note);
+    } else return;
+    while (pane.children.length > MAX_MESSAGES) pane.firstElementChild.remove();
+    if (nearBottom) pane.scrollTop = pane.scrollHeight;
+    const last = [...pane.querySelectorAll('.comment')].pop();
+    const caption = $('live-caption');
+    if (caption && last && O.mode !== 'Webcam') {
+      caption.textContent = last.querySelector('.text').textContent;
+      caption.hidden = !caption.textContent;
+    }
+  }
+  function bubble(kind, label, text) {
+    const el = document.createElement('div');
+    el.className = 'msg ' + kind;
+    el.innerHTML = '<span class="clock"></span><span class="text"></span>';
+    el.querySelector('.clock').textContent = label;
+    el.querySelector('.text').textContent = text;
+    return el;
+  }
+
+  // ---------- speech ----------
+  function ensureAudio() {
+    if (!O.ctx) {
+      O.ctx = new AudioContext({ latencyHint: 'interactive' });
+      O.gain = O.ctx.createGain();
+      O.gain.gain.value = O.muted ? 0 : 1;
+      O.gain.connect(O.ctx.destination);
+    }
+    if (O.ctx.state !== 'running') O.ctx.resume().catch(() => {});
+    return O.ctx;
+  }
+  // Context time ↔ epoch ms on this page's clock, from the context's own output timestamp.
+  function contextEpoch() {
+    const ts = O.ctx.getOutputTimestamp ? O.ctx.getOutputTimestamp() : {};
+    const ctxTime = ts.contextTime || O.ctx.currentTime;
+    const perf = ts.performanceTime || performance.now();
+    return { ctxTime, epoch: performance.timeOrigin + perf };
+  }
+  function play(bookedMs, media, rate, pcm) {
+    const ctx = ensureAudio();
+    if (ctx.state !== 'running') { blockedNote(true); O.dropped += 1; return; }
+    const ref = contextEpoch();
+    const target = ref.ctxTime + (bookedMs - O.offset - ref.epoch) / 1000 + LEAD;
+    const start = Math.max(target, O.nextFree, ctx.currentTime + 0.02);
+    if (start - target > LATE_DROP) { O.dropped += 1; return; }
+    const buffer = ctx.createBuffer(1, pcm.length, rate);
+    const data = buffer.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) data[i] = pcm[i] / 32768;
+    const node = ctx.createBufferSource();
+    node.buffer = buffer;
+    node.connect(O.gain);
+    node.onended = () => O.sources.delete(node);
+    node.start(start);
+    O.sources.add(node);
+    O.nextFree = start + buffer.duration;
+    const heardMs = ref.epoch + (start - ref.ctxTime + (ctx.outputLatency || 0)) * 1000 + O.offset;
+    O.heard.push({ run: O.run, booked: bookedMs, heard: heardMs, seconds: buffer.duration, media, at: serverNow() });
+    if (O.heard.length > 5000) O.heard.splice(0, 1000);
+  }
+  function silence() {
+    for (const node of O.sources) { try { node.stop(); } catch (e) { /* already ended */ } }
+    O.sources.clear();
+    O.nextFree = 0;
+  }
+  // Stop pressed: silence at once, before the server has even heard of it.
+  O.stopNow = () => { silence(); setState('idle'); };
+  O.mute = (muted) => {
+    O.muted = muted;
+    if (O.gain) O.gain.gain.setValueAtTime(muted ? 0 : 1, O.ctx.currentTime);
+    return muted;
+  };
+  function blockedNote(on) {
+    O.blocked = on;
+    const note = $('autoplay-note');
+    if (note) note.style.display = on ? 'block' : 'none';
+  }
+  // The next click or key anywhere lets a blocked context start (browsers need a user gesture).
+  const unblock = () => {
+    if (!O.ctx) return;
+    O.ctx.resume().then(() => { if (O.ctx.state === 'running') blockedNote(false); }).catch(() => {});
+  };
+  document.addEventListener('pointerdown', unblock, true);
+  document.addEventListener('keydown', unblock, true);
+  // What is actually rendered, 10 ms blocks of (context time, RMS) from an AudioWorklet after the
+  // gain: gaps and overlaps as heard, for tests and the bench.
+  O.listen = async () => {
+    const ctx = ensureAudio();
+    const code = `class Tap extends AudioWorkletProcessor {
+      constructor() { super(); this.e = 0; this.n = 0; this.t = -1; this.out = []; }
+      process(inputs) {
+        const x = inputs[0] && inputs[0][0];
+        if (this.t < 0) this.t = currentTime;
+        if (x) for (let i = 0; i < x.length; i++) this.e += x[i] * x[i];
+        this.n += 128;
+        if (this.n >= sampleRate / 100) {
+          this.out.push(this.t, Math.sqrt(this.e / this.n)); this.e = 0; this.n = 0; this.t = -1;
+          if (this.out.length >= 100) { this.port.postMessage(this.out); this.out = []; }
+        }
+        return true;
+      }
+    }
+    registerProcessor('onlooker-tap', Tap);`;
+    await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([code], { type: 'application/javascript' })));
+    const tap = new AudioWorkletNode(ctx, 'onlooker-tap');
+    tap.port.onmessage = (e) => {
+      const ref = contextEpoch();
+      for (let i = 0; i < e.data.length; i += 2) {
+        O.tapBlocks.push([ref.epoch + (e.data[i] - ref.ctxTime) * 1000 + O.offset, e.data[i + 1]]);
+      }
+    };
+    const sink = ctx.createGain();
+    sink.gain.value = 0;
+    O.gain.connect(tap).connect(sink).connect(ctx.destination);
+    return true;
+  };
+
+  // ---------- the webcam ----------
+  async function cameraPreview(on) {
+    const video = $('cam-preview');
+    if (!video) return;
+    if (!on) {
+      if (O.camera) O.camera.getTracks().forEach((t) => t.stop());
+      O.camera = null;
+      video.hidden = true;
+      return;
+    }
+    if (O.camera) { video.hidden = false; return; }
+    try {
+      O.camera = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+      video.srcObject = O.camera;
+      video.hidden = false;
+      if (O.state !== 'running') showMessage('');
+    } catch (err) {
+      showProblem('No camera', `${err.name}: ${err.message}. Allow camera access for this page (the camera icon in the address bar); browsers allow it only on https:// or localhost.`);
+    }
+  }
+  const grab = document.createElement('canvas');
+  setInterval(() => {
+    const video = $('cam-preview');
+    if (O.mode !== 'Webcam' || O.state !== 'running' || !O.camera || !video || !video.videoWidth) return;
+    if (!O.ws || O.ws.readyState !== 1 || O.ws.bufferedAmount > 1e6) return;
+    const scale = Math.min(1, 640 / Math.max(video.videoWidth, video.videoHeight));
+    grab.width = Math.round(video.videoWidth * scale);
+    grab.height = Math.round(video.videoHeight * scale);
+    grab.getContext('2d').drawImage(video, 0, 0, grab.width, grab.height);
+    const run = O.run;
+    grab.toBlob(async (blob) => {
+      if (!blob || !O.ws || run !== O.run) return;
+      const header = new Uint8Array(5);
+      header[0] = WEBCAM;
+      new DataView(header.buffer).setUint32(1, run, true);
+      O.ws.send(new Blob([header, blob]));
+    }, 'image/jpeg', 0.8);
+  }, WEBCAM_EVERY);
+  // The source radio: Webcam shows the camera's own preview in the live area (one preview, no delay).
+  document.addEventListener('change', (e) => {
+    if (!e.target.closest || !e.target.closest('#source-mode')) return;
+    const mode = e.target.value;
+    if (O.state === 'running') return;
+    O.mode = mode;
+    cameraPreview(mode === 'Webcam');
+    showMessage(mode === 'Webcam' ? '' : 'Pick a source and press <b>Start</b>.');
+  }, true);
+
+  // The tab's channel token arrives in the page when it loads (a hidden element); connect then.
+  new MutationObserver(() => {
+    const tab = $('onlooker-tab');
+    if (tab && tab.dataset.token) connect(tab.dataset.token);
+  }).observe(document.documentElement, { childList: true, subtree: true });
+})();
