@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import threading
 
 import gradio as gr
@@ -15,6 +17,7 @@ from pipeline.events import (
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
+    ErrorEvent,
     EventBus,
     ModeChanged,
     SceneCut,
@@ -25,8 +28,9 @@ from pipeline.hub import FrameHub
 from pipeline.prompts import load_profiles
 from webui import handlers
 from webui.app import PIPELINE_THREAD_PREFIXES
-from webui.chat import MAX_MESSAGES, ChatLog
-from webui.live import BOUNDARY, LiveView
+from webui.channel import parse_audio
+from webui.chat import chat_op
+from webui.live import LiveView
 from webui.sessions import SessionManager, SourceRequest
 from webui.status import StatusSnapshot, render_status
 
@@ -35,62 +39,51 @@ def pipeline_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREAD_PREFIXES)]
 
 
-# --- chat log --------------------------------------------------------------------------------------
+# --- chat operations -------------------------------------------------------------------------------
 
 
-def test_chat_streams_a_comment_into_one_message_with_its_timestamp():
-    chat = ChatLog()
-    chat.apply(CommentaryStarted(t=12.3, comment_id=1, trigger="active", frames=2))
-    chat.apply(CommentaryDelta(t=12.3, comment_id=1, text="A dog "))
-    chat.apply(CommentaryDelta(t=12.3, comment_id=1, text="runs."))
-    assert chat.messages == [{"role": "assistant", "content": "`00:12.3` A dog runs."}]
-    chat.apply(CommentaryFinished(t=12.3, comment_id=1, text="A dog runs."))
-    assert chat.messages[-1]["content"] == "`00:12.3` A dog runs."
+def test_a_comment_streams_in_place_and_ends_with_its_final_text():
+    assert chat_op(CommentaryStarted(t=12.3, comment_id=1, trigger="active", frames=2)) == {
+        "type": "comment",
+        "id": 1,
+        "clock": "00:12.3",
+    }
+    assert chat_op(CommentaryDelta(t=12.3, comment_id=1, text="A dog ")) == {"type": "delta", "id": 1, "text": "A dog "}
+    final = chat_op(CommentaryFinished(t=12.3, comment_id=1, text="A dog runs."))
+    assert final == {"type": "final", "id": 1, "clock": "00:12.3", "text": "A dog runs."}
+    assert chat_op(CommentaryFinished(t=1, comment_id=2, text="x", suppressed="duplicate")) == {"type": "drop", "id": 2}
 
 
-def test_chat_drops_suppressed_comments_and_coalesces_notes():
-    chat = ChatLog()
-    chat.apply(CommentaryStarted(t=1, comment_id=1, trigger="active", frames=1))
-    chat.apply(CommentaryDelta(t=1, comment_id=1, text="Same as before"))
-    chat.apply(CommentaryFinished(t=1, comment_id=1, text="Same as before", suppressed="duplicate"))
-    assert chat.messages == []
-    for i in range(6):
-        chat.apply(SceneCut(t=i, score=1.0))
-    chat.apply(ModeChanged(t=7, mode="active"))
-    assert len(chat.messages) == 1 and chat.messages[0]["role"] == "user"
-    assert "active" in chat.messages[0]["content"] and chat.messages[0]["content"].count("·") == 3
-    assert not chat.apply(SourceStatus(t=0, state="connecting"))
-
-
-def test_chat_keeps_a_bounded_history():
-    chat = ChatLog()
-    for i in range(MAX_MESSAGES + 50):
-        chat.apply(CommentaryStarted(t=i, comment_id=i, trigger="active", frames=1))
-        chat.apply(CommentaryFinished(t=i, comment_id=i, text=f"comment {i}"))
-    assert len(chat.messages) == MAX_MESSAGES
-    assert chat.messages[-1]["content"].endswith(f"comment {MAX_MESSAGES + 49}")
+def test_notes_are_short_and_failures_go_to_the_live_area_once():
+    assert chat_op(SceneCut(t=4, score=1.0)) == {"type": "note", "text": "00:04.0 · scene cut"}
+    assert "commenting more often" in chat_op(ModeChanged(t=7, mode="active"))["text"]
+    assert chat_op(SourceStatus(t=0, state="connecting")) is None
+    assert chat_op(SourceStatus(t=0, state="live", detail="320x180")) is None
+    # A failed source publishes a status and a fatal error with the same words: only the error is shown.
+    assert chat_op(SourceStatus(t=1, state="failed", detail="HTTP 404")) is None
+    assert chat_op(ErrorEvent(t=1, message="HTTP 404", fatal=True)) == {"type": "problem", "text": "HTTP 404"}
+    assert chat_op(ErrorEvent(t=1, message="speech failed: x"))["type"] == "note"
 
 
 def test_status_strip_shows_values_and_escapes_them():
     snap = StatusSnapshot(
         source="live", mode="active", capture_fps=1.0, display_fps=29.6, latency_ms=420, source_lag_ms=41.6
     )
-    out = render_status(snap, "<b>model</b>", "CPU")
-    assert 'data-source="live"' in out and "ACTIVE" in out and "30 fps" in out and "0.42 s" in out
-    assert "<b>source lag</b> 42 ms" in out
-    assert "<b>model</b>" not in out and "&lt;b&gt;model&lt;/b&gt;" in out
-    assert "<b>source lag</b> –" in render_status(StatusSnapshot(), "m", "CPU")  # the stream does not say
+    out = render_status(snap, "<i>tiny</i>", "CPU")
+    assert 'data-source="live"' in out and "<b>scene</b> busy" in out and "30 fps" in out and "0.4 s" in out
+    assert "<b>camera lag</b> 42 ms" in out
+    assert "<i>tiny</i>" not in out and "&lt;i&gt;tiny&lt;/i&gt;" in out
+    assert "<b>camera lag</b> –" in render_status(StatusSnapshot(), "m", "CPU")  # the stream does not say
+    assert out.count('title="') == 9  # every pill explains itself on hover
 
 
 def test_outage_notes_say_why_and_how_long() -> None:
-    chat = ChatLog()
-    chat.apply(SourceStatus(t=3, state="live", detail="320x180"))
-    chat.apply(SourceStatus(t=4, state="reconnecting", detail="the stream ended; retry 1 in 0.7 s"))
-    chat.apply(SourceStatus(t=9, state="live", detail="back after 5 s, 320x180"))
-    assert chat.messages[-1]["content"] == (
-        "<small>source live · source reconnecting: the stream ended; retry 1 in 0.7 s · "
-        "source live: back after 5 s, 320x180</small>"
-    )
+    assert chat_op(SourceStatus(t=4, state="reconnecting", detail="the stream ended; retry 1 in 0.7 s")) == {
+        "type": "note",
+        "text": "00:04.0 · source reconnecting: the stream ended; retry 1 in 0.7 s",
+    }
+    back = chat_op(SourceStatus(t=9, state="live", detail="back after 5 s, 320x180"))
+    assert back == {"type": "note", "text": "00:09.0 · source live again (back after 5 s, 320x180)"}
 
 
 # --- live view -------------------------------------------------------------------------------------
@@ -102,42 +95,52 @@ def _frame(i: int, wall: float) -> Frame:
     return Frame(image, i / 30, wall, i, "t")
 
 
-def test_live_view_serves_jpeg_parts_of_new_frames():
+class Pictures:
+    """A LiveView sink that hands each JPEG to the test, in order."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+    def __call__(self, wall_time: float, jpeg: bytes) -> None:
+        self.queue.put((wall_time, jpeg))
+
+    def next(self) -> tuple[float, bytes]:
+        return self.queue.get(timeout=10)
+
+
+def test_live_view_hands_jpegs_of_new_frames_to_the_channel():
     import time
 
     hub = FrameHub(EventBus(), Tuning())
-    view = LiveView(hub, sync=False)
-    parts = view.parts()
+    pictures = Pictures()
+    view = LiveView(hub, pictures, sync=False)
     try:
-        hub.push(_frame(0, time.time()))
-        first = next(parts)
-        assert first.startswith(f"--{BOUNDARY}\r\nContent-Type: image/jpeg".encode())
-        body = first.split(b"\r\n\r\n", 1)[1]
-        assert body[:2] == b"\xff\xd8" and body.rstrip(b"\r\n")[-2:] == b"\xff\xd9"
+        pushed = time.time()
+        hub.push(_frame(0, pushed))
+        wall, first = pictures.next()
+        assert wall == pushed and first[:2] == b"\xff\xd8" and first[-2:] == b"\xff\xd9"
         hub.push(_frame(1, time.time()))
-        assert next(parts) != first
+        assert pictures.next()[1] != first
     finally:
         view.close()
-        parts.close()
-    assert not [t for t in threading.enumerate() if t.name == "live-encoder"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("live-")]
 
 
 def test_live_view_with_sync_holds_frames_back_by_the_measured_latency():
     import time
 
     hub = FrameHub(EventBus(), Tuning())
-    view = LiveView(hub, sync=True)
+    pictures = Pictures()
+    view = LiveView(hub, pictures, sync=True)
     view.observe_latency(0.3)
     assert view.delay == pytest.approx(0.3)
-    parts = view.parts()
     try:
         pushed = time.time()
         hub.push(_frame(0, pushed))
-        next(parts)
+        pictures.next()
         assert time.time() - pushed >= 0.3 - 0.01
     finally:
         view.close()
-        parts.close()
     view.observe_latency(0.6)
     assert 0.3 < view.latency < 0.6  # a moving average, not the last sample
 
@@ -156,30 +159,71 @@ def manager(tmp_path, monkeypatch):
     assert not pipeline_threads()
 
 
-def test_upload_session_streams_commentary_to_the_chat_and_ends(manager, short_video):
-    live, _status, chat = handlers.start(manager, "tab1", "Upload", str(short_video), None, "sports", "sniper")
-    assert 'src="onlooker/live/' in live and chat == []
-    updates = list(handlers.commentary(manager, "tab1"))
-    assert updates, "the chat never updated"
-    final = updates[-1]
-    assert any(m["role"] == "assistant" and "Comment number 1" in m["content"] for m in final)
-    assert "source ended" in final[-1]["content"]
+class Page:
+    """What a tab's page receives over its channel (attached as the socket would be), decoded."""
+
+    def __init__(self, manager: SessionManager, key: str) -> None:
+        self.channel = manager.tab(key)
+        self.messages: list[dict | bytes] = []
+        self._wake = threading.Event()
+        self.channel.attach(self._wake.set)
+
+    def until(self, done, timeout: float = 30.0) -> list[dict | bytes]:
+        """Read until ``done(message)`` is true for a message (AssertionError after ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            for raw in self.channel.take():
+                message = raw if isinstance(raw, bytes) else json.loads(raw)
+                self.messages.append(message)
+                if done(message):
+                    return self.messages
+        raise AssertionError(f"never came; got {[m if isinstance(m, dict) else m[:1] for m in self.messages]}")
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [m for m in self.messages if isinstance(m, dict) and m["type"] == kind]
 
 
-def test_starting_again_replaces_the_running_session(manager, story_video, short_video):
+def is_type(kind: str):
+    return lambda message: isinstance(message, dict) and message["type"] == kind
+
+
+def test_upload_session_streams_picture_and_commentary_to_the_page_and_ends(manager, short_video):
+    page = Page(manager, "tab1")
+    handlers.start(manager, "tab1", "Upload", str(short_video), None, "sports", "sniper")
+    page.until(is_type("ended"))
+    run = page.of_type("run")[0]
+    assert run["run"] == 1 and run["mode"] == "Upload" and run["label"] == short_video.name
+    finals = page.of_type("final")
+    assert any("Comment number 1" in m["text"] for m in finals) and all(m["run"] == 1 for m in finals)
+    assert any(isinstance(m, bytes) and m[0] == 1 and b"\xff\xd8" in m[:40] for m in page.messages)  # pictures
+    assert page.of_type("ended")[0]["error"] == ""
+    assert "source ended" in page.of_type("note")[-1]["text"]
+
+
+def test_starting_again_is_a_new_run_and_the_old_one_is_gone(manager, story_video, short_video):
+    page = Page(manager, "tab")
     first = manager.start("tab", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
     second = manager.start("tab", SourceRequest("Upload", str(short_video)), "narrator", "balanced")
     assert manager.get("tab") is second and manager.active_count() == 1
     assert not first.session.commentator.running and not first.source.running
-    assert manager.by_token(first.token) is None and manager.by_token(second.token) is second
+    assert (first.run, second.run) == (1, 2)
+    page.until(lambda m: isinstance(m, dict) and m["type"] == "final" and m["run"] == 2)
+    kinds = [(m["type"], m["run"]) for m in page.messages if isinstance(m, dict)]
+    assert kinds.index(("stopped", 1)) < kinds.index(("run", 2))
+    after = kinds[kinds.index(("run", 2)) :]
+    assert all(run == 2 for _, run in after)  # nothing of the old run after the new one began
 
 
 def test_tabs_are_isolated_and_closing_one_leaves_the_other(manager, story_video):
     a = manager.start("a", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
     b = manager.start("b", SourceRequest("Upload", str(story_video)), "narrator", "balanced")
-    assert a.session.bus is not b.session.bus
-    handlers.close_tab(manager, "a")
-    assert manager.get("a") is None and b.session.commentator.running
+    assert a.session.bus is not b.session.bus and a.channel is not b.channel
+    manager.forget("a")
+    assert manager.get("a") is None and b.session.commentator.running and manager.tab_count() == 1
 
 
 @pytest.mark.parametrize(
@@ -191,24 +235,28 @@ def test_tabs_are_isolated_and_closing_one_leaves_the_other(manager, story_video
         ("Upload", "/no/such/file.mp4", None, "file not found"),
     ],
 )
-def test_bad_source_input_is_a_clear_error_and_starts_nothing(manager, mode, upload, url, message):
-    with pytest.raises(gr.Error, match=message):
-        handlers.start(manager, "tab", mode, upload, url, "narrator", "balanced")
+def test_bad_source_input_is_said_once_in_the_live_area_and_starts_nothing(manager, mode, upload, url, message):
+    page = Page(manager, "tab")
+    handlers.start(manager, "tab", mode, upload, url, "narrator", "balanced")
+    page.until(is_type("failed"))
+    failed = page.of_type("failed")
+    assert len(failed) == 1 and message in failed[0]["text"] and failed[0]["run"] == 1
     assert manager.get("tab") is None and not pipeline_threads()
 
 
-def test_webcam_frames_feed_the_pipeline(manager):
+def test_webcam_frames_from_the_page_feed_the_pipeline(manager):
+    import cv2
+
     viewer = manager.start("cam", SourceRequest("Webcam"), "narrator", "balanced")
-    got = threading.Event()
+    assert viewer.live is None  # the page shows its own camera preview
     sub = viewer.session.bus.subscribe("t")
-    handlers.webcam_frame(manager, "cam", np.full((48, 64, 4), 90, np.uint8))  # RGBA from the browser
-    for event in sub:
-        if isinstance(event, CommentaryFinished):
-            got.set()
-            break
-    assert got.is_set()
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    manager.webcam_frame("cam", viewer.run + 1, jpeg.tobytes())  # another run's frame: ignored
+    manager.webcam_frame("cam", viewer.run, b"not a jpeg")  # garbage: ignored
+    manager.webcam_frame("cam", viewer.run, jpeg.tobytes())
+    assert any(isinstance(event, CommentaryFinished) for event in sub)
     assert viewer.session.hub.latest.image.shape == (48, 64, 3)
-    handlers.webcam_frame(manager, "nobody", np.zeros((4, 4, 3), np.uint8))  # no session: ignored
+    manager.webcam_frame("nobody", 1, jpeg.tobytes())  # no session: ignored
 
 
 def test_live_changes_reach_the_running_session(manager, story_video):
@@ -244,17 +292,21 @@ def test_speech_speaks_kept_comments_and_the_tab_can_save_them(tmp_path, monkeyp
     try:
         with pytest.raises(gr.Error, match="Nothing has been spoken yet"):
             handlers.save_narration(mgr, "tab")
+        page = Page(mgr, "tab")
         mgr.start("tab", SourceRequest("Upload", str(short_video)), "narrator", "balanced")
-        chunks = list(handlers.speech(mgr, "tab"))
+        page.until(is_type("ended"))
         saved = handlers.save_narration(mgr, "tab")
     finally:
         mgr.close_all()
+    chunks = [parse_audio(m) for m in page.messages if isinstance(m, bytes) and m[0] == 2]
     assert chunks
-    rate, samples = chunks[0]
+    plays = [c[1] for c in chunks]
+    assert plays == sorted(plays)  # each stamped with when it plays, in order
+    rate, samples = chunks[0][3], chunks[0][4]
     assert rate == 24000 and samples.dtype == np.int16 and len(samples) > rate * 0.3
     assert np.abs(samples.astype(np.int32)).max() > 1000  # real speech, not silence
     with wave.open(saved["value"]) as wav:
-        assert wav.getframerate() == 24000 and wav.getnframes() >= sum(len(c[1]) for c in chunks)
+        assert wav.getframerate() == 24000 and wav.getnframes() >= sum(len(c[4]) for c in chunks)
         track = np.frombuffer(wav.readframes(wav.getnframes()), np.int16)
     assert np.abs(track.astype(np.int32)).max() > 1000 and saved["visible"] is True
 

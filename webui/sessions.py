@@ -223,7 +223,8 @@ class Viewer:
             elif isinstance(event, Metrics) and "frame_to_first_delta_ms" in event.stages:
                 latency = event.stages["frame_to_first_delta_ms"]
                 self.status.latency_ms = latency
-                self.live.observe_latency(latency / 1000)
+                if self.live is not None:
+                    self.live.observe_latency(latency / 1000)
             elif isinstance(event, CommentaryFinished) and not event.suppressed:
                 self.status.comments += 1
         self._speech.join(10)
