@@ -32,6 +32,7 @@ CSS = """
 .live-area { position: relative; width: 100%; min-height: 220px; border-radius: 8px; background: #111;
              display: flex; flex-direction: column; align-items: center; justify-content: center; overflow: hidden; }
 .live-area img, .live-area video { width: 100%; display: block; }
+.live-area [hidden] { display: none !important; }
 .live-msg { color: #ddd; padding: 24px; text-align: center; }
 .live-msg.problem { color: #fff; background: #5c1d1d; border-left: 4px solid #e55; text-align: left;
                     margin: 12px; border-radius: 6px; }
@@ -175,7 +176,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                     start = gr.Button("Start", variant="primary", elem_id="start")
                     stop = gr.Button("Stop", variant="secondary", elem_id="stop")
                 gr.HTML(LIVE_AREA, elem_id="live", padding=False)
-                gr.HTML(handlers.status_html(manager, ""), elem_id="status", padding=False)
+                gr.HTML(
+                    f'<div id="status-box">{handlers.status_html(manager, "")}</div>', elem_id="status", padding=False
+                )
                 sync = gr.Checkbox(
                     value=settings.live_sync,
                     label="Delay the picture to match the commentary",
@@ -186,7 +189,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                 gr.HTML(CHAT_PANE, elem_id="chat", padding=False)
                 instruction = gr.Textbox(
                     label="Tell the commentator",
-                    placeholder="focus on the goalkeeper · watch the door · talk about the people",
+                    placeholder="focus on the goalkeeper · watch the door",
                     info=handlers.instruction_info(manager),
                     elem_id="instruction",
                 )

@@ -27,7 +27,7 @@
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
     O.ws = ws;
-    ws.onopen = () => { O.rtt = Infinity; for (let i = 0; i < 5; i++) setTimeout(ping, i * 200); };
+    ws.onopen = () => { setState(O.state); O.rtt = Infinity; for (let i = 0; i < 5; i++) setTimeout(ping, i * 200); };
     ws.onmessage = (e) => (typeof e.data === 'string' ? onText(JSON.parse(e.data)) : onBinary(e.data));
     ws.onclose = (e) => {
       if (O.ws !== ws) return;
@@ -203,6 +203,8 @@
     if (O.heard.length > 5000) O.heard.splice(0, 1000);
   }
   function silence() {
+    const now = serverNow();
+    for (const h of O.heard) if (h.heard + h.seconds * 1000 > now) h.cut = now; // it never sounded (in full)
     for (const node of O.sources) { try { node.stop(); } catch (e) { /* already ended */ } }
     O.sources.clear();
     O.nextFree = 0;
