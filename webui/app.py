@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
 import os
@@ -34,6 +35,7 @@ CSS = """
 .live-area img, .live-area video { width: 100%; display: block; }
 .live-area [hidden] { display: none !important; }
 .live-msg { color: #ddd; padding: 24px; text-align: center; }
+.live-msg b { color: #fff; }
 .live-msg.problem { color: #fff; background: #5c1d1d; border-left: 4px solid #e55; text-align: left;
                     margin: 12px; border-radius: 6px; }
 .live-msg .hint { opacity: 0.8; font-size: 0.9em; }
@@ -52,19 +54,29 @@ CSS = """
 .chat-pane .note { align-self: center; font-size: 0.78em; opacity: 0.65; text-align: center; }
 .chat-pane:empty::before { content: "Comments will appear here as Onlooker watches."; opacity: 0.5; margin: auto; }
 .banner { border-left: 4px solid #e8a317; padding: 6px 12px; }
+.banner details { font-size: 0.9em; opacity: 0.85; margin-top: 4px; }
+#autoplay-note { position: absolute; top: 8px; left: 8px; right: 8px; z-index: 2; background: #3a2a05; color: #fff; }
+.carrier { display: none !important; }
 .small-note { font-size: 0.8em; opacity: 0.75; }
 #stop:disabled { opacity: 0.45; cursor: not-allowed; }
-@media (max-width: 700px) {
-  .chat-pane { height: 260px; }
-  .live-area { min-height: 160px; }
-  #header p { display: none; }
-}
 """
+# Not in CSS above: Gradio scopes that under its container, and these rules look at <html>'s state.
+PHONE_CSS = """<style>
+@media (max-width: 700px) {
+  .chat-pane { height: 260px !important; }
+  .live-area { min-height: 120px !important; }
+  #header p, .banner-more, #watch-column .info-text, #sync { display: none !important; }
+  .status-strip .pill[data-key="capture"], .status-strip .pill[data-key="display"],
+  .status-strip .pill[data-key="backend"], .status-strip .pill[data-key="device"] { display: none !important; }
+  html[data-onlooker-state="running"] #upload, html[data-onlooker-state="running"] #url,
+  html[data-onlooker-state="running"] #fallback-banner { display: none !important; }
+}
+</style>"""
 # System fonts only: the default theme would fetch web fonts from a CDN, which breaks offline use.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 CLIENT_JS = (Path(__file__).with_name("client.js")).read_text(encoding="utf-8")
-HEAD = f"<script>{CLIENT_JS}</script>"
+
 AUTOPLAY_NOTE = (
     '<div id="autoplay-note" class="banner" role="alert" style="display:none">'
     "Your browser blocked the spoken commentary from playing on its own. "
@@ -72,11 +84,13 @@ AUTOPLAY_NOTE = (
 )
 LIVE_AREA = (
     '<div id="live-area" class="live-area" data-state="idle">'
-    '<img id="live-img" alt="live picture of the source" hidden>'
+    + AUTOPLAY_NOTE
+    + '<img id="live-img" alt="live picture of the source" hidden>'
     '<video id="cam-preview" autoplay muted playsinline hidden></video>'
     '<div id="live-msg" class="live-msg">Pick a source and press <b>Start</b>.</div>'
     '<div id="live-caption" class="live-caption" aria-live="polite" hidden></div></div>'
 )
+HEAD = f"<script>{CLIENT_JS}</script>{PHONE_CSS}"
 CHAT_PANE = '<div id="chat-pane" class="chat-pane" role="log" aria-live="polite"></div>'
 MODE_INFO = {
     "Upload": "A video file from this computer.",
@@ -96,15 +110,17 @@ def speech_info(manager: SessionManager) -> str:
 
 
 def fallback_banner(choice: Choice) -> str:
-    """Plain words for a first-time user with no model, and one next step."""
+    """Plain words for a first-time user with no model, one next step, and the reason on demand."""
     if not choice.fallback:
         return ""
     return (
-        "**No AI model is loaded, so Onlooker uses its offline narrator.** It describes motion, scene cuts, light, "
-        "colour and people it can detect, without understanding what it sees. "
-        f"*Why:* {choice.reason}. *Next step:* on a machine with a GPU, run "
-        "`python app.py --model Qwen/Qwen2-VL-2B-Instruct`, or point it at a running engine with "
-        "`--base-url http://host:8000/v1` (see the README)."
+        "<b>No AI model is loaded, so Onlooker uses its offline narrator.</b> "
+        '<span class="banner-more">It describes motion, scene cuts, light, colour and people it can detect, '
+        "without understanding what it sees. </span>"
+        "<b>Next step:</b> on a machine with a GPU, run <code>python app.py --model Qwen/Qwen2-VL-2B-Instruct</code>."
+        f"<details><summary>Why, and other ways</summary>{html.escape(choice.reason)}. Or use an engine you already "
+        "run (vLLM, SGLang, llama.cpp, Ollama): <code>python app.py --base-url http://host:8000/v1</code>. "
+        "See the README.</details>"
     )
 
 
@@ -142,20 +158,25 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
     with gr.Blocks(title="Onlooker") as demo:
         gr.Markdown("# Onlooker\nWatches a video or camera and talks about it as it happens.", elem_id="header")
         banner = fallback_banner(manager.choice)
-        gr.Markdown(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
-        tab = gr.HTML("", elem_id="onlooker-tab-box", padding=False)
-        gr.HTML(AUTOPLAY_NOTE, elem_id="autoplay-note-box", padding=False)
+        gr.HTML(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
+        tab = gr.HTML("", elem_id="onlooker-tab-box", elem_classes=["carrier"], padding=False)
         with gr.Row():
             with gr.Column(scale=3, elem_id="watch-column"):
                 with gr.Row(equal_height=True):
                     mode = gr.Radio(
-                        list(MODES), value="Upload", label="Source", info=MODE_INFO["Upload"], elem_id="source-mode"
+                        list(MODES),
+                        value="Upload",
+                        label="Source",
+                        info=MODE_INFO["Upload"],
+                        min_width=250,
+                        elem_id="source-mode",
                     )
                     profile = gr.Dropdown(
                         named_choices(manager.profiles),
                         value=profile_key,
                         label="Profile",
                         info=handlers.profile_info(manager, profile_key),
+                        min_width=230,
                         elem_id="profile",
                     )
                     preset = gr.Dropdown(
@@ -163,9 +184,10 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                         value=preset_key,
                         label="Preset",
                         info=handlers.preset_info(manager, preset_key),
+                        min_width=230,
                         elem_id="preset",
                     )
-                upload = gr.File(label="Video file", file_types=["video"], type="filepath", height=90, elem_id="upload")
+                upload = gr.File(label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload")
                 url = gr.Textbox(
                     label="Stream URL",
                     placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",

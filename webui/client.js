@@ -87,6 +87,7 @@
   }
   function setState(state) {
     O.state = state;
+    document.documentElement.dataset.onlookerState = state;
     const area = $('live-area');
     if (area) area.dataset.state = state;
     const stop = $('stop');
