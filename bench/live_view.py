@@ -1,14 +1,14 @@
 """Live view in a real browser: frames per second painted and frame-to-paint delay, sync off.
 
 Plays a generated 1280x720 30 FPS clip through the web app (Upload mode, the OpenCV narrator,
-``live_sync`` off, no speech) and watches the live-view ``<img>`` (the per-viewer MJPEG stream) in
-headless Chromium. Every frame carries its index as a 16-block black/white barcode along the top;
+``live_sync`` off, no speech) and watches the live-view ``<img>`` (fed with JPEGs from the tab's
+WebSocket channel) in headless Chromium. Every frame carries its index as a 16-block black/white barcode along the top;
 the page draws the ``<img>`` into a canvas on every ``requestAnimationFrame`` and reads the code,
 so it knows which frame is on screen and when it first appeared.
 
 The app runs in this process (built as ``webui.app.launch`` builds it), so the bench can note,
 per frame, when the file source decoded it (``Frame.wall_time``, via a wrapper on
-``FrameHub.push``) and when the MJPEG stream handed its JPEG to the server (a wrapper on
+``FrameHub.push``) and when the live view handed its JPEG to the tab's channel (a wrapper on
 ``LiveView._next_due``). The page's clock is matched to Python's ``time.time()`` by round trips.
 
 Definitions:
@@ -18,14 +18,14 @@ Definitions:
 * frame-to-paint delay: (page time of the rAF callback that first saw the frame, after drawing it)
   minus (server time the frame was decoded). The rAF callback runs in the rendering update that
   paints the new picture, so this is the decode-to-paint time minus the compositor's last few ms.
-  Split into decode→sent (hub, JPEG encode, MJPEG pacing) and sent→seen (socket, JPEG decode in
+  Split into decode→sent (hub, JPEG encode, pacing) and sent→seen (socket, JPEG decode in
   the browser, the wait for the next animation frame).
 
 Goals: painted FPS >= 25 and delay <= 150 ms (median) for a 1280x720 30 FPS source.
 
 Where the time goes (2-core CPU machine, headless Chromium without GPU): decode→sent is ~4 ms
-(the JPEG encode); a plain HTTP client gets each part within ~0.5 ms of it being sent, so nearly
-all of the ~40-55 ms is inside Chromium (multipart image update, JPEG decode, the wait for the
+(the JPEG encode); nearly
+all of the ~40-55 ms is inside Chromium (blob URL image update, JPEG decode, the wait for the
 next 60 Hz animation frame). The run-to-run spread comes from how the 30 FPS pacing happens to
 line up with the 60 Hz animation frames.
 """
@@ -66,7 +66,7 @@ STRIP = 80  # barcode height in px
 # and note the first time each new code shows. Resolves after `ms` milliseconds.
 WATCH_JS = """
 ([ms, width, bits, strip]) => new Promise(resolve => {
-  const img = document.querySelector('#live img.live-view');
+  const img = document.querySelector('#live-img');
   const block = width / bits;
   const canvas = document.createElement('canvas');
   canvas.width = width; canvas.height = 1;
@@ -135,7 +135,7 @@ def make_clip(path: Path, seconds: float) -> Path:
 
 
 class Recorder:
-    """Server-side instrumentation: decode time per frame index, MJPEG hand-over time per frame."""
+    """Server-side instrumentation: decode time per frame index, channel hand-over time per frame."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -185,6 +185,7 @@ def start_app(port: int):
         ssr_mode=False,
         theme=webapp.THEME,
         css=webapp.CSS,
+        head=webapp.HEAD,
         quiet=True,
     )
     webapp.add_routes(demo, manager)
@@ -232,7 +233,7 @@ def main() -> None:
                 offset, uncertainty = clock_offset(page)
                 page.locator("#start").click()
                 shown = (
-                    "() => { const i = document.querySelector('#live img.live-view'); return i && i.naturalWidth > 0; }"
+                    "() => { const i = document.querySelector('#live-img'); return i && i.naturalWidth > 0; }"
                 )
                 page.wait_for_function(shown, timeout=20_000)
                 process = psutil.Process()

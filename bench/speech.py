@@ -21,6 +21,10 @@ Definitions:
   previous utterance.
 * behind_s: newest frame's arrival → planned playback start, per spoken comment.
 
+This measures our side of the wire (what the speaker hands over, and when it is booked to play).
+What a listener hears is measured by ``--browser`` (``bench/speech_browser.py``): the app in a real
+Chromium, the page's own audio clock against this booking.
+
 Goals: no-wait wait_ms p90 <= 300 ms, waiting gaps p90 <= 400 ms, 0 overlaps, behind_s not
 growing (second-half median <= first-half median + 0.5 s).
 
@@ -194,7 +198,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the clip")
     parser.add_argument("--preset", default="sniper", help="preset from presets.yaml")
+    parser.add_argument(
+        "--browser", action="store_true", help="measure at the listener: the app in Chromium (bench/speech_browser.py)"
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="--browser: how long to listen")
+    parser.add_argument("--tabs", type=int, default=1, help="--browser: tabs listening at once in one browser profile")
     args = parser.parse_args()
+    if args.browser:
+        from speech_browser import run
+
+        run(args.minutes, args.tabs)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         clip = build_clip(Path(tmp) / "changing.mp4", args.seconds)
         events, chunks, voice, offset, drift = run_session(clip, args.preset, args.seconds)
