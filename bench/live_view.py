@@ -232,9 +232,7 @@ def main() -> None:
                 expect(uploaded).to_have_count(1, timeout=30_000)
                 offset, uncertainty = clock_offset(page)
                 page.locator("#start").click()
-                shown = (
-                    "() => { const i = document.querySelector('#live-img'); return i && i.naturalWidth > 0; }"
-                )
+                shown = "() => { const i = document.querySelector('#live-img'); return i && i.naturalWidth > 0; }"
                 page.wait_for_function(shown, timeout=20_000)
                 process = psutil.Process()
                 chromium = [p for p in process.children(recursive=True) if "chrom" in p.name()]

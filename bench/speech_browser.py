@@ -96,7 +96,9 @@ def run(minutes: float, tabs: int) -> None:
             for _ in range(tabs):
                 page = context.new_page()
                 page.goto(url)
-                page.wait_for_function("() => window.onlooker.ws && window.onlooker.ws.readyState === 1")
+                page.wait_for_function(
+                    "() => window.onlooker && window.onlooker.ws && window.onlooker.ws.readyState === 1"
+                )
                 page.locator("#upload input[type=file]").set_input_files(str(clip))
                 expect(page.locator('#upload a[href*="/gradio_api/file="]')).to_have_count(1, timeout=30_000)
                 pages.append(page)

@@ -118,7 +118,9 @@ def open_tab(chromium: Browser, app: AppServer) -> Iterator[Callable[..., Page]]
             watched.append(guards.enter_context(offline_guard(page)))
             page.goto(app.url)
             expect(page.locator("#start")).to_be_visible(timeout=20_000)
-            page.wait_for_function("() => window.onlooker.ws && window.onlooker.ws.readyState === 1", timeout=20_000)
+            page.wait_for_function(
+                "() => window.onlooker && window.onlooker.ws && window.onlooker.ws.readyState === 1", timeout=20_000
+            )
             return page
 
         yield open_

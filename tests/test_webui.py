@@ -250,9 +250,10 @@ def test_webcam_frames_from_the_page_feed_the_pipeline(manager):
     viewer = manager.start("cam", SourceRequest("Webcam"), "narrator", "balanced")
     assert viewer.live is None  # the page shows its own camera preview
     sub = viewer.session.bus.subscribe("t")
-    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    _, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
     manager.webcam_frame("cam", viewer.run + 1, jpeg.tobytes())  # another run's frame: ignored
     manager.webcam_frame("cam", viewer.run, b"not a jpeg")  # garbage: ignored
+    manager.webcam_frame("cam", viewer.run, b"")  # empty: ignored
     manager.webcam_frame("cam", viewer.run, jpeg.tobytes())
     assert any(isinstance(event, CommentaryFinished) for event in sub)
     assert viewer.session.hub.latest.image.shape == (48, 64, 3)

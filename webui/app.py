@@ -187,7 +187,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                         min_width=230,
                         elem_id="preset",
                     )
-                upload = gr.File(label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload")
+                upload = gr.File(
+                    label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload"
+                )
                 url = gr.Textbox(
                     label="Stream URL",
                     placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",

@@ -311,8 +311,11 @@
   }, true);
 
   // The tab's channel token arrives in the page when it loads (a hidden element); connect then.
-  new MutationObserver(() => {
+  // (Gradio adds this script to the page itself, after it has loaded: the element may already be there.)
+  const lookForTab = () => {
     const tab = $('onlooker-tab');
     if (tab && tab.dataset.token) connect(tab.dataset.token);
-  }).observe(document.documentElement, { childList: true, subtree: true });
+  };
+  new MutationObserver(lookForTab).observe(document.documentElement, { childList: true, subtree: true });
+  lookForTab();
 })();

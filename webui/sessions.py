@@ -374,7 +374,10 @@ class SessionManager:
         viewer = self.get(key)
         if viewer is None or viewer.run != run or not isinstance(viewer.source, PushSource):
             return
-        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        try:
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:  # an empty or broken frame from the page: skip it, the next one comes in 0.1 s
+            return
         if image is not None:
             viewer.push(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
