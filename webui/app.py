@@ -17,10 +17,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-safe: no t
 
 import gradio as gr
 from fastapi import WebSocket
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import StarletteDeprecationWarning
 
 from pipeline.backends.base import Choice, create_backend
-from pipeline.config import Settings
+from pipeline.config import Settings, describe_validation_error
 from pipeline.runconfig import load_run_config
 from pipeline.sources.guard import is_loopback
 from webui import handlers
@@ -144,7 +145,11 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         inputs = list(inspect.signature(fn).parameters.values())[2:]
 
         def call(*args: Any) -> Any:
-            return fn(manager, args[-1].session_hash, *args[:-1])
+            try:
+                return fn(manager, args[-1].session_hash, *args[:-1])
+            except ValidationError as exc:  # never pydantic's raw report on the page: one plain line per problem
+                lines = [line.split(": ", 1)[-1] for line in describe_validation_error(exc, "", BaseModel).splitlines()]
+                raise gr.Error("That value was not accepted: " + "; ".join(lines), print_exception=False) from None
 
         request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
         call.__signature__ = inspect.Signature(
