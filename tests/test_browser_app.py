@@ -22,6 +22,7 @@ What a real Chromium showed (Gradio 6.17.3, Chromium headless):
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,8 @@ pytestmark = [
 VIEWPORT = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Set to refresh the README's screenshots in docs/ (otherwise they go to the test's temporary folder only).
+REFRESH_DOCS = bool(os.environ.get("ONLOOKER_DOCS_SCREENSHOTS"))
 GRACE = 3.0  # webui.channel.RECONNECT_GRACE
 VOICED = 0.01  # RMS of a rendered 10 ms block above which something is heard (espeak speech is ~0.1)
 
@@ -254,6 +257,13 @@ def looping_mjpeg(jpegs: list[bytes], fps: float) -> Callable[[Handler], None]:
     return route
 
 
+def doc_screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    """The viewport as a user sees it, for the README (docs/NAME.png when refreshing) and the test's folder."""
+    page.screenshot(path=str(tmp_path / f"{name}.png"))
+    if REFRESH_DOCS:
+        page.screenshot(path=str(DOCS / f"{name}.png"))
+
+
 def no_error_badges(page: Page) -> None:
     """Gradio's red error state never covers the live area or the chat."""
     for where in ("#live", "#chat", "#status"):
@@ -280,9 +290,7 @@ def test_first_screen_explains_itself(open_tab, tmp_path: Path) -> None:
     expect(page.locator("#mic-off")).to_be_hidden()  # the detail is one click away
     for pill in status_strip(page).locator(".pill").all():
         assert pill.get_attribute("title"), pill.inner_text()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "screenshot-first-screen.png"))
-    screenshot(page, tmp_path, "first")
+    doc_screenshot(page, "screenshot-first-screen", tmp_path)
 
 
 def test_webcam_one_preview_commentary_speech_and_stop(app: AppServer, open_tab, tmp_path: Path) -> None:
@@ -478,7 +486,9 @@ def test_tabs_in_one_browser_each_get_picture_chat_status_and_speech(
     print(f"tab-close teardown (four tabs): {time.monotonic() - closed:.2f} s")
 
 
-def test_phone_layout_shows_the_picture_and_the_newest_comment(open_tab, story_video: Path, app: AppServer) -> None:
+def test_phone_layout_shows_the_picture_and_the_newest_comment(
+    open_tab, story_video: Path, app: AppServer, tmp_path: Path
+) -> None:
     page = open_tab(viewport=PHONE)
     start = page.locator("#start").bounding_box()
     assert start is not None and start["y"] + start["height"] < PHONE["height"] * 0.75, start
@@ -492,18 +502,18 @@ def test_phone_layout_shows_the_picture_and_the_newest_comment(open_tab, story_v
     box = caption.bounding_box()
     assert picture is not None and box is not None
     assert picture["y"] + picture["height"] <= PHONE["height"] and box["y"] + box["height"] <= PHONE["height"]
-    page.screenshot(path=str(DOCS / "screenshot-phone.png"))
+    doc_screenshot(page, "screenshot-phone", tmp_path)
     page.locator("#stop").click()
     wait_health(app.url, 0, timeout=10)
 
 
-def test_running_session_screenshot(open_tab, story_video: Path, app: AppServer) -> None:
+def test_running_session_screenshot(open_tab, story_video: Path, app: AppServer, tmp_path: Path) -> None:
     page = open_tab()
     upload(page, story_video)
     page.locator("#start").click()
     expect_commentary(page, 3)
     live_image(page)
-    page.screenshot(path=str(DOCS / "screenshot-running.png"))
+    doc_screenshot(page, "screenshot-running", tmp_path)
     page.locator("#stop").click()
     wait_health(app.url, 0, timeout=10)
 
