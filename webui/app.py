@@ -125,9 +125,11 @@ def fallback_banner(choice: Choice) -> str:
     )
 
 
-def named_choices(entries: dict[str, Any]) -> list[tuple[str, str]]:
-    """Dropdown choices: a readable name for each key (profiles have one; presets get theirs capitalised)."""
-    return [(getattr(entry, "name", "") or key.capitalize(), key) for key, entry in sorted(entries.items())]
+def picker(label: str, entries: dict[str, Any], key: str, info: str) -> gr.Dropdown:
+    """A profile or preset dropdown: a readable name for each key (profiles have one; presets get
+    theirs capitalised) and, under the label, one line on what the chosen one does."""
+    choices = [(getattr(entry, "name", "") or name.capitalize(), name) for name, entry in sorted(entries.items())]
+    return gr.Dropdown(choices, value=key, label=label, info=info, min_width=230, elem_id=label.lower())
 
 
 def build_demo(manager: SessionManager) -> gr.Blocks:
@@ -176,21 +178,11 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                         min_width=250,
                         elem_id="source-mode",
                     )
-                    profile = gr.Dropdown(
-                        named_choices(manager.profiles),
-                        value=profile_key,
-                        label="Profile",
-                        info=handlers.profile_info(manager, profile_key),
-                        min_width=230,
-                        elem_id="profile",
+                    profile = picker(
+                        "Profile", manager.profiles, profile_key, handlers.profile_info(manager, profile_key)
                     )
-                    preset = gr.Dropdown(
-                        named_choices(manager.presets.presets),
-                        value=preset_key,
-                        label="Preset",
-                        info=handlers.preset_info(manager, preset_key),
-                        min_width=230,
-                        elem_id="preset",
+                    preset = picker(
+                        "Preset", manager.presets.presets, preset_key, handlers.preset_info(manager, preset_key)
                     )
                 upload = gr.File(
                     label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload"
