@@ -34,6 +34,9 @@ import psutil
 from common import report, summary
 from media import Segment, write_video
 
+RECORD_JS = """() => ({heard: onlooker.heard, tap: onlooker.tapBlocks, run: onlooker.run, state: onlooker.state,
+  dropped: onlooker.dropped, reconnects: onlooker.reconnects, message: document.getElementById('live-msg').innerText,
+  notes: [...document.querySelectorAll('#chat-pane .note')].slice(-3).map(n => n.innerText)})"""
 VOICED = 0.01  # RMS of a rendered block that counts as heard
 MERGE = 150.0  # ms: shorter silences are pauses inside an utterance
 
@@ -114,17 +117,12 @@ def run(minutes: float, tabs: int) -> None:
                 time.sleep(5)
                 peak = max(peak, rss_mb(pid))
             cpu = process.cpu_percent()
-            records = [
-                page.evaluate(
-                    "() => ({heard: onlooker.heard, tap: onlooker.tapBlocks, run: onlooker.run,"
-                    " dropped: onlooker.dropped, reconnects: onlooker.reconnects})"
-                )
-                for page in pages
-            ]
+            records = [page.evaluate(RECORD_JS) for page in pages]
             stops = []
             for page in pages:
                 stops.append(page.evaluate("() => Date.now() + onlooker.offset"))
-                page.locator("#stop").click()
+                if page.locator("#stop").is_enabled():  # a run that ended early is reported below
+                    page.locator("#stop").click()
             for page, stop in zip(pages, stops, strict=True):
                 page.wait_for_function("t => onlooker.tapBlocks.some(([at]) => at > t)", arg=stop + 2000)
             after_stop = [
@@ -138,7 +136,7 @@ def run(minutes: float, tabs: int) -> None:
             while httpx.get(f"{url}/onlooker/health", timeout=10).json()["tabs"] and time.monotonic() < deadline:
                 time.sleep(0.5)
             closed = settle_rss(pid, 30)
-    lags, firsts, lasts, gaps, overlaps = [], [], [], [], 0
+    lags, firsts, lasts, gaps, overlaps, late, per_minute = [], [], [], [], 0, 0, []
     for record in records:
         chunks = [h for h in record["heard"] if h["run"] == record["run"] and "cut" not in h]
         if not chunks:
@@ -151,6 +149,12 @@ def run(minutes: float, tabs: int) -> None:
                 firsts.append(lag)
             if h["booked"] - t0 > seconds * 1000 - 60_000:
                 lasts.append(lag)
+        late += sum(1 for h in chunks if h["at"] > h["booked"])  # the page handled it after it was due
+        minutes_seen = int((chunks[-1]["booked"] - t0) // 60_000) + 1
+        by_minute: list[list[float]] = [[] for _ in range(minutes_seen)]
+        for h in chunks:
+            by_minute[int((h["booked"] - t0) // 60_000)].append(h["heard"] - h["booked"])
+        per_minute.append([round(statistics.median(m)) if m else None for m in by_minute])
         ends = [h["heard"] + h["seconds"] * 1000 for h in chunks]
         overlaps += sum(1 for end, nxt in zip(ends, chunks[1:], strict=False) if nxt["heard"] < end - 5)
         spans = voiced_stretches(record["tap"])
@@ -163,9 +167,16 @@ def run(minutes: float, tabs: int) -> None:
         "last_minute_median_ms": round(statistics.median(lasts), 1) if lasts else None,
         "drift_ms": round(statistics.median(lasts) - statistics.median(firsts), 1) if firsts and lasts else None,
         "gaps_heard_s": summary(gaps),
+        "median_per_minute_ms_per_tab": per_minute,
+        "chunks_handled_after_due": late,
         "overlaps": overlaps,
         "chunks_dropped_late": sum(r["dropped"] for r in records),
         "channel_reconnects": sum(r["reconnects"] for r in records),
+        "runs_not_running_at_the_end": [
+            {"state": r["state"], "message": r["message"], "notes": r["notes"]}
+            for r in records
+            if r["state"] != "running"
+        ],
         "speech_heard_s_per_min_per_tab": round(spoken / minutes / max(tabs, 1), 1),
         "heard_after_stop_ms": round(max(after_stop), 1),
         "app_cpu_percent": round(cpu, 1),

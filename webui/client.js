@@ -183,6 +183,7 @@
     return { ctxTime, epoch: performance.timeOrigin + perf };
   }
   function play(bookedMs, media, rate, pcm) {
+    if (O.state !== 'running' && O.state !== 'ended') return; // stopped: what was still on the way is not played
     const ctx = ensureAudio();
     if (ctx.state !== 'running') { blockedNote(true); O.dropped += 1; return; }
     const ref = contextEpoch();

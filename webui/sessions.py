@@ -9,6 +9,9 @@ channel drops) and shutting the app down all end in ``Viewer.close``, which join
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import logging
 import secrets
 import threading
@@ -103,6 +106,14 @@ class UploadLimits:
                 "(--max-upload-minutes / ONLOOKER_MAX_UPLOAD_MINUTES); trim it shorter"
             )
         return source
+
+
+def release_memory() -> None:
+    """Hand a closed viewer's memory back to the system. glibc keeps freed heap in per-thread arenas,
+    so without a trim a server that ran three tabs for ten minutes stayed ~90 MB above idle."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): its allocator decides
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def source_label(request: SourceRequest) -> str:
@@ -359,6 +370,7 @@ class SessionManager:
             return False
         viewer.channel.send({"type": "stopped"}, viewer.run)
         viewer.close()
+        release_memory()
         return True
 
     def forget(self, key: str) -> None:
