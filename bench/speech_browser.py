@@ -118,11 +118,11 @@ def run(minutes: float, tabs: int) -> None:
                 peak = max(peak, rss_mb(pid))
             cpu = process.cpu_percent()
             records = [page.evaluate(RECORD_JS) for page in pages]
-            stops = []
             for page in pages:
-                stops.append(page.evaluate("() => Date.now() + onlooker.offset"))
                 if page.locator("#stop").is_enabled():  # a run that ended early is reported below
                     page.locator("#stop").click()
+            # From the moment the page took the click (Playwright's own click can lag on a busy machine).
+            stops = [page.evaluate("() => onlooker.stoppedAt || Date.now() + onlooker.offset") for page in pages]
             for page, stop in zip(pages, stops, strict=True):
                 page.wait_for_function("t => onlooker.tapBlocks.some(([at]) => at > t)", arg=stop + 2000)
             after_stop = [

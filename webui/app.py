@@ -26,7 +26,7 @@ from pipeline.runconfig import load_run_config
 from pipeline.sources.guard import is_loopback
 from webui import handlers
 from webui.channel import serve_tab
-from webui.sessions import MODES, SessionManager
+from webui.sessions import MODES, SessionManager, limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +335,7 @@ def launch(settings: Settings) -> int:
     print("· Onlooker is starting: loading the presets, profiles and the model…", file=sys.stderr, flush=True)
     # Gradio's queue calls a Starlette helper that warns on every streamed response; not ours to fix, not news.
     warnings.filterwarnings("ignore", category=StarletteDeprecationWarning)
+    limit_malloc_arenas()
     run = load_run_config(settings)
     choice = create_backend(settings)
     print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr, flush=True)

@@ -212,7 +212,7 @@
     O.nextFree = 0;
   }
   // Stop pressed: silence at once, before the server has even heard of it.
-  O.stopNow = () => { silence(); setState('idle'); };
+  O.stopNow = () => { O.stoppedAt = serverNow(); silence(); setState('idle'); };
   O.mute = (muted) => {
     O.muted = muted;
     if (O.gain) O.gain.gain.setValueAtTime(muted ? 0 : 1, O.ctx.currentTime);
