@@ -27,12 +27,12 @@ from media import (
 )
 from mjpeg_server import MjpegTestServer, make_jpeg, multipart
 from scripted_backend import ScriptedBackend
+from tab_page import TabPage
 from test_sources import Collector
 
 from pipeline.backends.base import Choice
 from pipeline.config import load_presets, load_settings
 from pipeline.errors import OnlookerError, SourceError
-from pipeline.events import CommentaryFinished, SourceStatus
 from pipeline.prompts import load_profiles
 from pipeline.sources.base import Source
 from pipeline.sources.decode import MAX_SIDE
@@ -274,11 +274,12 @@ def test_after_bad_inputs_the_same_tab_starts_a_good_one(tmp_path, monkeypatch, 
     try:
         with pytest.raises(OnlookerError, match="over this app's upload limit"):
             manager.start("tab", SourceRequest("Upload", str(sparse_upload)), "narrator", "balanced")
-        viewer = manager.start("tab", SourceRequest("URL", url=server.url("/clip.mp4")), "narrator", "balanced")
-        failed = next(e for e in viewer.chat if isinstance(e, SourceStatus) and e.state in ("failed", "ended"))
-        assert failed.state == "failed" and "not a video" in failed.detail
+        page = TabPage(manager, "tab")
+        manager.start("tab", SourceRequest("URL", url=server.url("/clip.mp4")), "narrator", "balanced")
+        problem = page.until(lambda m: isinstance(m, dict) and m["type"] in ("problem", "ended"))[-1]
+        assert problem["type"] == "problem" and "not a video" in problem["text"]
         viewer = manager.start("tab", SourceRequest("Upload", str(short_video)), "narrator", "balanced")
-        assert any(isinstance(e, CommentaryFinished) and e.text for e in viewer.chat)
+        page.until(lambda m: isinstance(m, dict) and m["type"] == "final" and m["run"] == viewer.run and m["text"])
         assert manager.active_count() == 1
     finally:
         manager.close_all()

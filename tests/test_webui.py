@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 
@@ -10,6 +9,8 @@ import gradio as gr
 import numpy as np
 import pytest
 from scripted_backend import ScriptedBackend
+from tab_page import TabPage as Page
+from tab_page import is_type
 
 from pipeline.backends.base import Choice
 from pipeline.config import Tuning, load_presets, load_settings
@@ -157,38 +158,6 @@ def manager(tmp_path, monkeypatch):
     yield mgr
     mgr.close_all()
     assert not pipeline_threads()
-
-
-class Page:
-    """What a tab's page receives over its channel (attached as the socket would be), decoded."""
-
-    def __init__(self, manager: SessionManager, key: str) -> None:
-        self.channel = manager.tab(key)
-        self.messages: list[dict | bytes] = []
-        self._wake = threading.Event()
-        self.channel.attach(self._wake.set)
-
-    def until(self, done, timeout: float = 30.0) -> list[dict | bytes]:
-        """Read until ``done(message)`` is true for a message (AssertionError after ``timeout``)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            for raw in self.channel.take():
-                message = raw if isinstance(raw, bytes) else json.loads(raw)
-                self.messages.append(message)
-                if done(message):
-                    return self.messages
-        raise AssertionError(f"never came; got {[m if isinstance(m, dict) else m[:1] for m in self.messages]}")
-
-    def of_type(self, kind: str) -> list[dict]:
-        return [m for m in self.messages if isinstance(m, dict) and m["type"] == kind]
-
-
-def is_type(kind: str):
-    return lambda message: isinstance(message, dict) and message["type"] == kind
 
 
 def test_upload_session_streams_picture_and_commentary_to_the_page_and_ends(manager, short_video):
