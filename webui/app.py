@@ -61,9 +61,14 @@ CSS = """
 .small-note { font-size: 0.8em; opacity: 0.75; }
 #stop:disabled { opacity: 0.45; cursor: not-allowed; }
 """
-# Not in CSS above: Gradio scopes that under its container, and these rules look at <html>'s state.
-PHONE_CSS = """<style>
+# Not in CSS above: Gradio scopes that under its container (where its own text colours win), and
+# these rules look at <html>'s state.
+HEAD_CSS = """<style>
+.live-msg b { color: #fff !important; }
 @media (max-width: 700px) {
+  .banner-next { display: none !important; }
+  #upload .wrap, #upload button { min-height: 0 !important; }
+  #upload { max-height: 80px !important; }
   .chat-pane { height: 260px !important; }
   .live-area { min-height: 120px !important; }
   #header p, .banner-more, #watch-column .info-text, #sync { display: none !important; }
@@ -91,7 +96,7 @@ LIVE_AREA = (
     '<div id="live-msg" class="live-msg">Pick a source and press <b>Start</b>.</div>'
     '<div id="live-caption" class="live-caption" aria-live="polite" hidden></div></div>'
 )
-HEAD = f"<script>{CLIENT_JS}</script>{PHONE_CSS}"
+HEAD = f"<script>{CLIENT_JS}</script>{HEAD_CSS}"
 CHAT_PANE = '<div id="chat-pane" class="chat-pane" role="log" aria-live="polite"></div>'
 MODE_INFO = {
     "Upload": "A video file from this computer.",
@@ -118,7 +123,8 @@ def fallback_banner(choice: Choice) -> str:
         "<b>No AI model is loaded, so Onlooker uses its offline narrator.</b> "
         '<span class="banner-more">It describes motion, scene cuts, light, colour and people it can detect, '
         "without understanding what it sees. </span>"
-        "<b>Next step:</b> on a machine with a GPU, run <code>python app.py --model Qwen/Qwen2-VL-2B-Instruct</code>."
+        '<span class="banner-next"><b>Next step:</b> on a machine with a GPU, run '
+        "<code>python app.py --model Qwen/Qwen2-VL-2B-Instruct</code>.</span>"
         f"<details><summary>Why, and other ways</summary>{html.escape(choice.reason)}. Or use an engine you already "
         "run (vLLM, SGLang, llama.cpp, Ollama): <code>python app.py --base-url http://host:8000/v1</code>. "
         "See the README.</details>"
@@ -194,8 +200,8 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                     elem_id="url",
                 )
                 with gr.Row():
-                    start = gr.Button("Start", variant="primary", elem_id="start")
-                    stop = gr.Button("Stop", variant="secondary", elem_id="stop")
+                    start = gr.Button("Start", variant="primary", min_width=100, elem_id="start")
+                    stop = gr.Button("Stop", variant="secondary", min_width=100, elem_id="stop")
                 gr.HTML(LIVE_AREA, elem_id="live", padding=False)
                 gr.HTML(
                     f'<div id="status-box">{handlers.status_html(manager, "")}</div>', elem_id="status", padding=False
