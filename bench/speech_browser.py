@@ -37,6 +37,7 @@ from media import Segment, write_video
 RECORD_JS = """() => ({heard: onlooker.heard, tap: onlooker.tapBlocks, run: onlooker.run, state: onlooker.state,
   dropped: onlooker.dropped, reconnects: onlooker.reconnects, message: document.getElementById('live-msg').innerText,
   notes: [...document.querySelectorAll('#chat-pane .note')].slice(-3).map(n => n.innerText)})"""
+LEAD_MS = 250  # webui/client.js LEAD: a chunk plays this long after its booked time
 VOICED = 0.01  # RMS of a rendered block that counts as heard
 MERGE = 150.0  # ms: shorter silences are pauses inside an utterance
 
@@ -149,7 +150,7 @@ def run(minutes: float, tabs: int) -> None:
                 firsts.append(lag)
             if h["booked"] - t0 > seconds * 1000 - 60_000:
                 lasts.append(lag)
-        late += sum(1 for h in chunks if h["at"] > h["booked"])  # the page handled it after it was due
+        late += sum(1 for h in chunks if h["at"] > h["booked"] + LEAD_MS)  # handled after it should have started
         minutes_seen = int((chunks[-1]["booked"] - t0) // 60_000) + 1
         by_minute: list[list[float]] = [[] for _ in range(minutes_seen)]
         for h in chunks:

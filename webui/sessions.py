@@ -377,6 +377,7 @@ class SessionManager:
             return False
         viewer.channel.send({"type": "stopped"}, viewer.run)
         viewer.close()
+        del viewer  # the last reference: its narration and buffers can go before the trim
         release_memory()
         return True
 
