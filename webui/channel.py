@@ -202,6 +202,8 @@ async def serve_tab(
     except Exception as exc:  # a closed socket shows up as one of several exceptions; the tab is gone
         log.debug("tab channel %s closed: %s", channel.key[:8], exc)
     finally:
+        if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
+            log.warning("tab channel %s: reading from the page failed: %r", channel.key[:8], receiver.exception())
         receiver.cancel()
         channel.detach()
     await asyncio.sleep(RECONNECT_GRACE)

@@ -9,7 +9,6 @@ channel drops) and shutting the app down all end in ``Viewer.close``, which join
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import logging
@@ -108,19 +107,28 @@ class UploadLimits:
         return source
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, for its allocator's knobs; None elsewhere (musl, macOS: their allocators decide)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Fewer glibc heap arenas (one per thread by default, up to 8 per core), so the memory a closed
     tab's threads freed can be handed back by ``release_memory``; call before the threads start."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    if (libc := _glibc()) is not None:
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def release_memory() -> None:
     """Hand a closed viewer's memory back to the system. glibc keeps freed heap in per-thread arenas,
     so without a trim a server that ran three tabs for ten minutes stayed ~90 MB above idle."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): its allocator decides
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
 
 
 def source_label(request: SourceRequest) -> str:
@@ -217,12 +225,17 @@ class Viewer:
             plays_at = time.time() + (chunk.plays_at - time.monotonic())
             self.channel.send_audio(self.run, plays_at, chunk.media_time, chunk.sample_rate, chunk.samples)
 
-    def push(self, image: np.ndarray) -> bool:
-        """Hand a webcam frame to the pipeline; False when this viewer does not take pushed frames."""
-        if isinstance(self.source, PushSource):
-            self.source.push(image)
-            return True
-        return False
+    def push_jpeg(self, jpeg: bytes) -> None:
+        """A JPEG from the page's camera into the pipeline; ignored unless this viewer runs a webcam
+        source, and skipped when it cannot be decoded (the next one comes 0.1 s later)."""
+        if not isinstance(self.source, PushSource):
+            return
+        try:
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:  # an empty frame
+            return
+        if image is not None:
+            self.source.push(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
     def set_profile(self, profile: Profile) -> None:
         self.profile = profile
@@ -390,16 +403,10 @@ class SessionManager:
         self._voices.pop(key, None)
 
     def webcam_frame(self, key: str, run: int, jpeg: bytes) -> None:
-        """A JPEG from the page's camera; ignored unless this tab's current run is a webcam session."""
+        """A JPEG from the page's camera, for this tab's current run (a late frame of an old run is dropped)."""
         viewer = self.get(key)
-        if viewer is None or viewer.run != run or not isinstance(viewer.source, PushSource):
-            return
-        try:
-            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        except cv2.error:  # an empty or broken frame from the page: skip it, the next one comes in 0.1 s
-            return
-        if image is not None:
-            viewer.push(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if viewer is not None and viewer.run == run:
+            viewer.push_jpeg(jpeg)
 
     def set_profile(self, key: str, name: str) -> None:
         viewer = self.get(key)
