@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.backends.remote_code import settings_aware_import_check
 from pipeline.backends.transformers_vlm import locate_model, resolve_device
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
@@ -197,7 +198,8 @@ def load_remote_model(path: Path, dtype: torch.dtype, attn: str, vision_only: bo
     kwargs: dict[str, Any] = {"trust_remote_code": True, "attn_implementation": attn, "torch_dtype": dtype}
     if vision_only:
         kwargs.update(init_vision=True, init_audio=False, init_tts=False)
-    model = AutoModel.from_pretrained(str(path), **kwargs)
+    with settings_aware_import_check():
+        model = AutoModel.from_pretrained(str(path), **kwargs)
     if not hasattr(model, "tokenizer"):  # MiniCPM-V's chat needs one passed in; o-4.5 loads its own
         from transformers import AutoTokenizer
 
