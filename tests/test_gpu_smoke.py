@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from pipeline.events import CommentaryAudio, CommentaryDelta, CommentaryFinished
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_smoke
+from common import RESULTS
 
 
 def test_without_cuda_it_refuses_with_a_reason():
@@ -33,3 +35,17 @@ def test_per_comment_figures_from_events():
     assert row["frames"] == 4 and row["ttft_s"] == 0.15
     assert abs(row["first_audio_s"] - 0.5) < 1e-9 and abs(row["latency_s"] - 1.3) < 1e-9
     assert abs(row["tokens_per_s"] - 20.0) < 1e-9  # 80 characters ≈ 20 tokens over 1.0 s of decoding
+
+
+def test_random_weights_bench_on_cpu_at_tiny_size():
+    """The --random-weights path (build from the real code, stand-in vocoder, both prefill modes) at tiny size."""
+    assert gpu_smoke.main(["--random-weights", "--size", "tiny", "--device", "cpu"]) == 0
+    results = json.loads((RESULTS / "gpu_smoke_random_tiny_cpu.json").read_text())["results"]
+    assert results["device"] == "cpu" and results["vram_peak_gb"] == 0.0 and 0 < results["parameters_b"] < 0.1
+    assert results["build_s"] > 0 and results["decode_tokens_per_s"] > 0 and results["first_audio_s"] > 0
+    for figure in ("prefill_per_frame_s", "ttft_s"):
+        assert results[figure]["n"] >= 16 and 0 < results[figure]["min"] <= results[figure]["median"]
+    for mode in ("window_incremental", "window_full_prefill"):
+        assert [row["frames"] for row in results[mode]] == list(range(1, 17))
+        assert all(row["latency_s"] > 0 for row in results[mode])
+    assert results["session_resets"]["incremental"] >= 1
