@@ -140,7 +140,7 @@ TINY = Size(
         "num_key_value_heads": 2,
         "num_hidden_layers": 2,
         "num_text_tokens": 1000,
-        "num_audio_tokens": 6562,
+        "num_audio_tokens": 32,  # random logits pick its last (EOS) about once in 32 steps: short speech
         "audio_bos_token_id": 900,
         "text_eos_token_id": 901,
     },
@@ -166,6 +166,8 @@ def build_model_folder(path: str | Path, kind: str = "omni", size: Size = TINY, 
     generation.update(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"])
     generation["eos_token_id"] = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    if init_tts:
+        _write_reference_voice(path / "assets" / "HT_ref_audio.wav")
     (path / "onlooker-build.json").write_text(json.dumps({"kind": kind, "code": str(code), "size": asdict(size)}))
     return path
 
@@ -183,6 +185,16 @@ def build_tiny_model(path: str | Path, kind: str = "omni", code: CodeCopy | None
     for name in CODE_FILES:  # save_pretrained copies the code from the module cache; keep the originals
         shutil.copyfile((code or find_code()).folder / name, path / name)
     return path
+
+
+def _write_reference_voice(path: Path) -> None:
+    """The default voice clip the published repository ships (there a person speaking; here 1 s of tone)."""
+    import numpy as np
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(16_000) / 16_000
+    soundfile.write(str(path), (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16_000, subtype="PCM_16")
 
 
 def _write_tokenizer(path: Path, code_folder: Path) -> dict[str, int]:

@@ -79,3 +79,28 @@ def settings_aware_import_check() -> Iterator[None]:
         yield
     finally:
         dynamic_module_utils.get_imports = original
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """While loading: only errors from transformers and the model's code. Loading MiniCPM-o prints half a
+    dozen notices meant for its developers (deprecations, "slow image processor", "audio tokenizer type
+    is set to ...") that would bury the lines a user needs."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    remote = logging.getLogger("transformers_modules")
+    remote_level = remote.level
+    hf_logging.set_verbosity_error()
+    remote.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"transformers\.")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        remote.setLevel(remote_level)

@@ -102,7 +102,7 @@ def stream_generation(
             exc = failure[0]
             if isinstance(exc, BackendError):
                 raise exc
-            raise BackendError(f"{what} failed while generating: {type(exc).__name__}: {exc}")
+            raise BackendError(f"{what} failed while generating: {type(exc).__name__}: {exc}") from exc
     finally:
         left.set()
         if not finished and interrupt is not None:
