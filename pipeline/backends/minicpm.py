@@ -396,7 +396,8 @@ class MiniCPM(Backend):
                 self._model.init_tts(streaming=True)
             self._set_reference(reference_audio)
         except ImportError as exc:  # the vocoder package: `pip install minicpmo-utils[all]`
-            self.voice_error = f'the model\'s voice needs `pip install "{VOICE_PIP}"` ({exc}); using espeak-ng'
+            self.voice_error = f'the model\'s voice needs its vocoder: `pip install "{VOICE_PIP}"`; using espeak-ng'
+            log.debug("voice import failed: %s", exc)
         except Exception as exc:  # remote code: any failure means "no voice", never "no commentary"
             self.voice_error = f"the model's voice could not start ({type(exc).__name__}: {exc}); using espeak-ng"
         if self.voice_error:
@@ -507,8 +508,8 @@ class MiniCPM(Backend):
                         text, full = cap.take(self.markup.strip(text))
                         if text:
                             emit(("text", text))
-                        if full:
-                            return
+                        if full:  # a reply cut short stays in the cache; the next turn closes it
+                            break
                     finished = True
                 finally:
                     generator.close()
