@@ -107,7 +107,9 @@ def test_streams_deltas_that_join_to_the_decoded_output(kind, request_fixture, m
 
 def test_each_frame_becomes_one_image_block(qwen, monkeypatch):
     spy = Spy(qwen, monkeypatch)
-    assert list(qwen.stream(make_request(n_frames=3)))
+    req = make_request(n_frames=3)
+    req.trigger = "start"  # a full prefill, so generate() gets every frame's pixels and grid
+    assert list(qwen.stream(req))
     ids = spy.kwargs["input_ids"][0].tolist()
     config = qwen._model.config
     assert ids.count(config.vision_start_token_id) == 3
@@ -242,7 +244,7 @@ def test_registry_creates_it_by_name():
 
 
 def test_description_and_capabilities(qwen):
-    assert qwen.description == "transformers · qwen2vl on cpu (float32)"
+    assert qwen.description == "transformers · qwen2vl on cpu (float32, incremental prefill)"
     assert qwen.capabilities.images and not qwen.capabilities.video
     assert qwen.capabilities.max_frames == 8
 

@@ -22,6 +22,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessor,
+    Idefics3Processor,
+    Idefics3VisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -72,6 +77,17 @@ QWEN2VL_SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 LLAVA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+# Idefics3's processor adds <fake_token_around_image>, <image> and <end_of_utterance> itself when missing; they are
+# trained in so the model's vocabulary covers them. A frame splits into at most 2×2 tiles: <row_R_col_C> up to 2.
+IDEFICS3_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *(f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)),
+]
 
 # Qwen2's pre-tokenizer split: the tiny tokenizer behaves like the real one on digits, spaces and punctuation.
 QWEN2_SPLIT = (
@@ -107,6 +123,15 @@ LLAVA_CHAT_TEMPLATE = (
     "{% for part in parts %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
     "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+# HuggingFaceM4/Idefics3-8B-Llama3's template: "User:" straight before a leading image, "User: " before text.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
 
@@ -294,7 +319,68 @@ def build_tiny_llava(path: str | Path, size: LlavaSize = LlavaSize()) -> Path:
     return path
 
 
-BUILDERS: dict[str, Callable[[str | Path], Path]] = {"qwen2vl": build_tiny_qwen2vl, "llava": build_tiny_llava}
+def build_tiny_idefics3(path: str | Path) -> Path:
+    """Write a tiny Idefics3 (SigLIP-style vision, Llama text) to ``path``: a frame is resized to 112 px on its
+    long side and split into 56 px tiles plus a global view, each tile 4 tokens, so rows, columns and the
+    <global-img> tag of the real image prompt all appear."""
+    path = Path(path)
+    tokenizer = train_tokenizer(
+        IDEFICS3_SPECIAL_TOKENS, unk_token="<|endoftext|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = IDEFICS3_CHAT_TEMPLATE
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IDEFICS3_SPECIAL_TOKENS}
+    tile, patch, scale = 56, 14, 2
+    image_seq_len = (tile // patch) ** 2 // scale**2
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=tile,
+            patch_size=patch,
+        ).to_dict(),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            bos_token_id=ids["<|im_start|>"],
+            eos_token_id=ids["<end_of_utterance>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ).to_dict(),
+        scale_factor=scale,
+        image_token_id=ids["<image>"],
+        pad_token_id=ids["<|endoftext|>"],
+        torch_dtype="float32",
+    )
+    torch.manual_seed(SEED)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config.bos_token_id = ids["<|im_start|>"]
+    model.generation_config.eos_token_id = ids["<end_of_utterance>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=IDEFICS3_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    return path
+
+
+BUILDERS: dict[str, Callable[[str | Path], Path]] = {
+    "qwen2vl": build_tiny_qwen2vl,
+    "llava": build_tiny_llava,
+    "idefics3": build_tiny_idefics3,
+}
 
 _cache: dict[str, Path] = {}
 _cache_lock = threading.Lock()
@@ -302,7 +388,7 @@ _cache_root: Path | None = None
 
 
 def tiny_model_dir(kind: str) -> Path:
-    """The directory of tiny model ``kind`` (``qwen2vl`` or ``llava``), built once per process.
+    """The directory of tiny model ``kind`` (``qwen2vl``, ``llava`` or ``idefics3``), built once per process.
 
     Tests share one build (a few seconds each) instead of rebuilding per test; the temporary
     root is removed when the interpreter exits. Treat the directory as read-only.
