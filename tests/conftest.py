@@ -72,3 +72,13 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which copy of MiniCPM-o 4.5's code the conformance tests run (tests/test_minicpm_real.py)."""
+    from minicpm_o45 import find_code
+
+    try:
+        return f"MiniCPM-o 4.5 code: {find_code()}"
+    except FileNotFoundError as exc:
+        return f"MiniCPM-o 4.5 code: none ({exc})"

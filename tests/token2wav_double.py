@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ SAMPLES_PER_TOKEN = RATE // 25
 class Token2wavDouble:
     """The calls ``streaming_generate`` and ``init_token2wav_cache`` make, recorded."""
 
-    instances: list[Token2wavDouble] = []
+    instances: ClassVar[list[Token2wavDouble]] = []
 
     def __init__(self, model_dir: str | Path, float16: bool = False, n_timesteps: int = 10) -> None:
         self.model_dir = Path(model_dir)
