@@ -1,10 +1,11 @@
-"""Test doubles of the MiniCPM model objects (NOT the models): no weights, no remote code, scripted replies.
+"""A test double of MiniCPM-V 4.5's model object (NOT the model): no weights, no remote code, scripted replies.
 
-Written from the signatures in ``docs/minicpm-api.md`` (o-4.5 streaming session API and ``chat`` for ASR;
-V-4.5 ``chat(stream=True)``), not from running the real code, which cannot be fetched here. They check the
-argument shapes the real code asserts (one message per prefill, list content; ``sampling`` with ``stream``),
-record every call, keep a fake KV length, and can fail, stall (block on an Event) or be closed mid-reply.
-Each image is recorded by its top-left red value, so tests that fill frame ``i`` with ``i`` can tell them apart.
+Only for MiniCPM-V 4.5, whose remote code is not available here; MiniCPM-o 4.5 is tested against its real
+code (``tests/test_minicpm_real.py``), because a double written from signatures accepted two bugs the real
+code refused. Written from the V-4.5 card's ``chat(stream=True)`` signature (``docs/minicpm-api.md``): it
+checks what that code asserts (``sampling`` with ``stream``, no system role), records every call, and can
+fail, stall (block on an Event) or be closed mid-reply. Each image is recorded by its top-left red value, so
+tests that fill frame ``i`` with ``i`` can tell them apart.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 
 class _Double:
@@ -61,59 +61,6 @@ class _Double:
             raise
         finally:
             self.calls.append(("reply_end", {}))
-
-
-class OmniDouble(_Double):
-    """MiniCPM-o 4.5: ``streaming_prefill`` / ``streaming_generate`` / ``reset_session``, TTS init, ``chat`` (ASR)."""
-
-    def __init__(self, *args: Any, tts_error: Exception | None = None, asr_reply: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.tts_error = tts_error
-        self.asr_reply = asr_reply or "Focus on the goalkeeper.<|tts_eos|><|im_end|>"
-        self.kv = 0  # fake KV-cache length: +64 per image, +len(text)//4 per text
-        self.prefills: list[dict[str, Any]] = []  # session_id, role, images (red marks), texts, max_slice_nums
-
-    def init_tts(self, streaming: bool = False, model_dir: Path | None = None) -> None:
-        self._record("init_tts", {"streaming": streaming, "model_dir": model_dir})
-        if self.tts_error is not None:
-            raise self.tts_error
-
-    def init_token2wav_cache(self, prompt_speech_16k: Any = None) -> None:
-        self._record("init_token2wav_cache", {"prompt_speech_16k": prompt_speech_16k})
-
-    def reset_session(self, reset_token2wav_cache: bool = True) -> None:
-        self._record("reset_session", {"reset_token2wav_cache": reset_token2wav_cache})
-        self.kv = 0
-
-    def streaming_prefill(self, session_id: str, msgs: list[dict], omni_mode: bool = True, **kwargs: Any) -> str:
-        assert len(msgs) == 1, "streaming_prefill takes exactly one message per call"
-        content = msgs[0]["content"]
-        assert isinstance(content, list), "content must be a list (a str is iterated per character)"
-        images = [c.getpixel((0, 0))[0] for c in content if isinstance(c, Image.Image)]
-        texts = [c for c in content if isinstance(c, str)]
-        record = {"session_id": session_id, "role": msgs[0]["role"], "images": images, "texts": texts, **kwargs}
-        self._record("streaming_prefill", record)
-        self.prefills.append(record)
-        self.kv += 64 * len(images) + sum(len(t) // 4 for t in texts)
-        return "".join(texts)
-
-    def streaming_generate(
-        self, session_id: str, generate_audio: bool = True, max_new_tokens: int = 256, **kwargs: Any
-    ) -> Iterator[tuple[Any, Any]]:
-        record = {"session_id": session_id, "generate_audio": generate_audio, "max_new_tokens": max_new_tokens}
-        self._record("streaming_generate", {**record, **kwargs})
-        return self._stream(max_new_tokens, generate_audio)
-
-    def _stream(self, limit: int, audio: bool) -> Iterator[tuple[Any, Any]]:
-        for delta in self._words(limit):
-            self.kv += 1
-            yield (torch.zeros(1, 2400) + 0.1, delta) if audio else (delta, False)
-        if not audio:
-            yield "<|im_end|>", True  # the decoder passes special tokens through
-
-    def chat(self, msgs: list[dict] | None = None, **kwargs: Any) -> str:
-        self._record("chat", {"msgs": msgs, **kwargs})
-        return self.asr_reply
 
 
 class VisionDouble(_Double):

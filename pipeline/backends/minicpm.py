@@ -144,7 +144,7 @@ class Markup:
         tokens = sorted((t for t in added if t.startswith("<") and t.endswith(">")), key=len, reverse=True)
         self.pattern = re.compile("|".join([*map(re.escape, tokens), _SPECIAL.pattern]))
 
-    def strip(self, text: str) -> str:
+    def remove(self, text: str) -> str:
         return self.pattern.sub("", text)
 
 
@@ -505,7 +505,7 @@ class MiniCPM(Backend):
                         text, audio = parse_chunk(chunk)
                         if audio is not None:
                             emit(("audio", audio))
-                        text, full = cap.take(self.markup.strip(text))
+                        text, full = cap.take(self.markup.remove(text))
                         if text:
                             emit(("text", text))
                         if full:  # a reply cut short stays in the cache; the next turn closes it
@@ -523,7 +523,7 @@ class MiniCPM(Backend):
         """Bring the model's session up to date: new frames once each, then the prompt."""
         ledger = self.ledger
         ledger.synced(kv_length(model))  # the last reply, and o-4.5's own window, changed it
-        system, user = self.markup.strip(request.prompt.system), self.markup.strip(request.prompt.user)
+        system, user = self.markup.remove(request.prompt.system), self.markup.remove(request.prompt.user)
         prompt_tokens = text_tokens(model, user) + TURN_TOKENS
         reset, new = ledger.plan(request.stream_id, request.frames, request.trigger, prompt_tokens + request.max_tokens)
         if reset or not self.incremental:
@@ -558,7 +558,7 @@ class MiniCPM(Backend):
     def _produce_chat(self, model: Any, request: CommentRequest) -> Callable[..., None]:
         """The whole window through ``chat()``: MiniCPM-V streams it; o-4.5 cannot (see the module doc)."""
         images = [_image(f) for f in request.frames]
-        system, user = self.markup.strip(request.prompt.system), self.markup.strip(request.prompt.user)
+        system, user = self.markup.remove(request.prompt.system), self.markup.remove(request.prompt.user)
         kwargs: dict[str, Any] = {
             "do_sample": request.temperature > 0,
             "temperature": max(request.temperature, 0.01),
@@ -593,7 +593,7 @@ class MiniCPM(Backend):
                 for text in [replies] if isinstance(replies, str) else replies:
                     if should_stop():
                         return
-                    if text := self.markup.strip(str(text)):
+                    if text := self.markup.remove(str(text)):
                         emit(("text", text))
             finally:
                 if hasattr(replies, "close"):
@@ -615,7 +615,7 @@ class MiniCPM(Backend):
                 generate_audio=False,
                 use_tts_template=False,
             )
-        return self.markup.strip(str(getattr(reply, "text", reply))).strip()
+        return self.markup.remove(str(getattr(reply, "text", reply))).strip()
 
     def close(self) -> None:
         """Drop the model and return its GPU memory. Safe to call twice."""
