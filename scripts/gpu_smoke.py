@@ -13,8 +13,9 @@ For a user with an NVIDIA GPU (this project's CI has none). Two ways to run it:
   VRAM, prefill time per frame, time to first token, decode tokens/s at a fixed length, per-comment
   latency as the window grows 1 → 16 frames (incremental prefill vs a full re-prefill every comment)
   and time to the first audio chunk. The text is garbage, the timings are the model's. The Step-Audio
-  Token2wav vocoder's weights are not available, so a stand-in returns silence at once: audio timings
-  cover the LLM and the real MiniCPMTTS up to its audio tokens, not the vocoder's synthesis.
+  Token2wav vocoder's weights are not available, so a test double (tests/token2wav_double.py) returns
+  a tone at once: audio timings cover the LLM and the real MiniCPMTTS up to its audio tokens, not the
+  vocoder's synthesis.
 
     python scripts/gpu_smoke.py                                   # MiniCPM-o 4.5, precision auto
     python scripts/gpu_smoke.py --precision int4 --seconds 120
@@ -26,13 +27,10 @@ For a user with an NVIDIA GPU (this project's CI has none). Two ways to run it:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.machinery
 import json
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +62,7 @@ from pipeline.session import Session  # noqa: E402
 from pipeline.sources.file import FileSource  # noqa: E402
 from pipeline.speech.engines import Speech  # noqa: E402
 from pipeline.speech.speaker import SpeechOptions  # noqa: E402
+from tests import token2wav_double  # noqa: E402
 from tests.minicpm_o45 import TINY, Size, build_model_folder  # noqa: E402
 
 # The published checkpoint's sizes. Sources (third-party copies are named as such):
@@ -203,43 +202,6 @@ def synchronize(device: torch.device) -> None:
 # --- the download-free bench: random weights, the real code ---
 
 
-class StandInVocoder:
-    """Takes the place of Step-Audio 2's ``Token2wav`` (NOT the vocoder: its flow and HiFT weights are not
-    available): returns 40 ms of silence per audio token at once. Audio timings therefore cover the LLM and
-    the real MiniCPMTTS producing audio tokens, and exclude the vocoder's waveform synthesis."""
-
-    def __init__(self, model_dir: str = "", float16: bool = False, n_timesteps: int = 10) -> None:
-        self.cache: Any = None
-        self.stream_cache: Any = None
-        self.hift_cache_dict: Any = None
-
-    def set_stream_cache(self, prompt_wav_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {}
-
-    def stream(
-        self, tokens: list[int], prompt_wav: Any = None, last_chunk: bool = False, return_waveform: bool = True
-    ) -> np.ndarray:
-        return np.zeros((1, 960 * len(tokens)), np.float32)  # Token2wav's 25 tokens a second at 24 kHz
-
-
-@contextlib.contextmanager
-def stand_in_vocoder_installed() -> Iterator[None]:
-    """While the backend starts the voice, the model's own ``init_tts`` (``from stepaudio2 import Token2wav``)
-    gets the stand-in, whether ``minicpmo-utils`` is installed or not."""
-    saved = sys.modules.get("stepaudio2")
-    stub = types.ModuleType("stepaudio2", "stand-in for the Token2wav vocoder (scripts/gpu_smoke.py)")
-    stub.__spec__ = importlib.machinery.ModuleSpec("stepaudio2", None)
-    stub.Token2wav = StandInVocoder  # type: ignore[attr-defined]
-    sys.modules["stepaudio2"] = stub
-    try:
-        yield
-    finally:
-        if saved is None:
-            sys.modules.pop("stepaudio2", None)
-        else:
-            sys.modules["stepaudio2"] = saved
-
-
 CHUNK_TOKENS = 10  # o-4.5's streaming_generate decodes 10 tokens per chunk after the first (utils.py)
 
 
@@ -308,15 +270,6 @@ class RandomModel:
         return round(CHUNK_TOKENS * len(gaps) / float(gaps.sum()), 1) if len(gaps) else 0.0
 
 
-def voice_clip(folder: Path) -> Path:
-    """A 1 s 16 kHz WAV, the reference voice handed to the model's ``init_token2wav_cache``."""
-    import soundfile
-
-    path = folder / "voice.wav"
-    soundfile.write(path, 0.1 * np.sin(2 * np.pi * 220 * np.arange(16_000) / 16_000), 16_000, subtype="PCM_16")
-    return path
-
-
 def run_comment(
     backend: MiniCPM, frames: list[Frame], comment_id: int, trigger: str, max_tokens: int, voice: bool = False
 ) -> list[Event]:
@@ -382,17 +335,15 @@ def random_weights_bench(size: Size, device: torch.device) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         folder = build_model_folder(Path(tmp) / "MiniCPM-o-4_5-random", "omni", size)
-        voice = str(voice_clip(Path(tmp)))
         reset_vram_peak(device)
 
         def backend(incremental: bool) -> MiniCPM:
-            with stand_in_vocoder_installed():
+            with token2wav_double.installed():  # its weights are not public: a double
                 made = MiniCPM(
                     str(folder),
                     device=str(device),
                     precision="bf16",
                     incremental=incremental,
-                    reference_audio=voice,
                     load=model,
                 )
             print(f"backend: {made.description}" + (f"; voice: {made.voice_error}" if made.voice_error else ""))
@@ -425,7 +376,7 @@ def random_weights_bench(size: Size, device: torch.device) -> Path:
         "decode_tokens_per_s": decode,
         "decode_tokens": DECODE_TOKENS,
         "first_audio_s": round(audio["first_audio_s"], 3),
-        "first_audio_covers": "LLM + the real MiniCPMTTS up to audio tokens; the Token2wav vocoder is a stand-in",
+        "first_audio_covers": "LLM + the real MiniCPMTTS up to audio tokens; the Token2wav vocoder is a test double",
         "comment_tokens": SWEEP_TOKENS,
         "window_incremental": [
             {"frames": int(r["frames"]), "latency_s": round(r["latency_s"], 3)} for r in incremental

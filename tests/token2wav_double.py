@@ -9,8 +9,11 @@ tests can check when audio arrives, how much, and that the model's own code drov
 
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,8 +53,23 @@ class Token2wavDouble:
 
 def install() -> types.ModuleType:
     """A ``stepaudio2`` module whose ``Token2wav`` is the double (the caller removes it from sys.modules)."""
-    module = types.ModuleType("stepaudio2")
+    module = types.ModuleType("stepaudio2", "Test double of stepaudio2 (tests/token2wav_double.py); not the vocoder.")
+    module.__spec__ = importlib.machinery.ModuleSpec("stepaudio2", None)
     module.Token2wav = Token2wavDouble  # type: ignore[attr-defined]
-    module.__doc__ = "Test double of stepaudio2 (tests/token2wav_double.py); not the vocoder."
     sys.modules["stepaudio2"] = module
     return module
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[type[Token2wavDouble]]:
+    """While inside, the model's own ``init_tts`` (``from stepaudio2 import Token2wav``) gets the double,
+    whether ``minicpmo-utils`` is installed or not; the real module (if any) comes back after."""
+    saved = sys.modules.get("stepaudio2")
+    install()
+    try:
+        yield Token2wavDouble
+    finally:
+        if saved is None:
+            sys.modules.pop("stepaudio2", None)
+        else:
+            sys.modules["stepaudio2"] = saved
