@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tokenizers import AddedToken
 
-from pipeline.backends.remote_code import settings_aware_import_check
+from pipeline.backends.remote_code import quiet_transformers, settings_aware_import_check
 from tests.tiny_models import train_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def build_tiny_model(path: str | Path, kind: str = "omni", code: CodeCopy | None
     from transformers import AutoConfig, AutoModel
 
     path = build_model_folder(path, kind, TINY, code)
-    with settings_aware_import_check():
+    with settings_aware_import_check(), quiet_transformers():
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=True)
         torch.manual_seed(seed)
         model = AutoModel.from_config(config, trust_remote_code=True, torch_dtype=torch.float32)

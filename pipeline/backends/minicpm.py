@@ -30,6 +30,7 @@ import logging
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
+# o-4.5's chat() always passes its sampling settings (top_p, top_k, temperature), so every greedy call
+# (the ASR hook, the chat baseline) would print transformers' "`do_sample` is set to `False`" notice.
+warnings.filterwarnings("ignore", message="`do_sample` is set to `False`", category=UserWarning)
 
 THREAD_NAME = "onlooker-minicpm-generate"
 DEFAULT_MODEL = "openbmb/MiniCPM-o-4_5"
