@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.backends import transformers_vlm
 from pipeline.backends.base import CommentRequest
-from pipeline.backends.transformers_vlm import TransformersVLM
+from pipeline.backends.transformers_vlm import INCREMENTAL_TYPES, TransformersVLM
 from pipeline.config import Settings
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
@@ -29,7 +30,7 @@ SYSTEM = "You are a sports commentator."
 
 def pool(source: str, count: int = 8, size: tuple[int, int] = (64, 48)) -> list[Frame]:
     """Distinct random frames of one source, half a second apart."""
-    rng = np.random.default_rng(abs(hash(source)) % 2**32)
+    rng = np.random.default_rng([ord(c) for c in source])
     w, h = size
     return [
         Frame(
@@ -213,27 +214,23 @@ def test_description_says_incremental_prefill(kind):
         backend.close()
 
 
-def test_no_incremental_prefill_setting_is_honoured_and_reported(monkeypatch):
-    backend = load("llava", incremental=False)
+@pytest.mark.parametrize(
+    ("incremental", "checked", "why"),
+    [
+        (False, INCREMENTAL_TYPES, "full prefill: --no-incremental-prefill"),
+        (
+            True,
+            {"qwen2_vl": "Qwen2-VL", "idefics3": "Idefics3"},
+            "full prefill: only Qwen2-VL, Idefics3 are checked to prefill frames one at a time exactly, not llava",
+        ),
+    ],
+    ids=["setting", "unchecked-model-type"],
+)
+def test_full_prefill_is_taken_and_said_when_asked_for_or_unchecked(incremental, checked, why, monkeypatch):
+    monkeypatch.setattr(transformers_vlm, "INCREMENTAL_TYPES", checked)
+    backend = load("llava", incremental=incremental)
     try:
-        assert backend.description.endswith("(float32, full prefill: --no-incremental-prefill)")
-        with Recorder(backend, monkeypatch) as rec:
-            for step in SCRIPT[:3]:
-                rec.comment(step)
-        assert rec.images == [1, 2, 4] and backend._window is None
-    finally:
-        backend.close()
-
-
-def test_unchecked_model_type_falls_back_and_says_why(monkeypatch):
-    import pipeline.backends.transformers_vlm as module
-
-    monkeypatch.setattr(module, "INCREMENTAL_TYPES", {"qwen2_vl": "Qwen2-VL", "idefics3": "Idefics3"})
-    backend = load("llava")
-    try:
-        assert backend.description.endswith(
-            "full prefill: only Qwen2-VL, Idefics3 are checked to prefill frames one at a time exactly, not llava)"
-        )
+        assert backend.description.endswith(f"(float32, {why})")
         with Recorder(backend, monkeypatch) as rec:
             for step in SCRIPT[:3]:
                 rec.comment(step)
