@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     compile: bool = Field(False, description="torch.compile the language model (slow warm-up, faster comments)")
     max_slice_nums: int = Field(1, ge=1, le=9, description="minicpm: image slices per frame (1 = fastest)")
     incremental_prefill: bool = Field(
-        True, description="minicpm: prefill each frame once into a streaming session instead of per comment"
+        True,
+        description="minicpm, transformers: prefill each frame once into a kept KV cache instead of per comment",
     )
     host: str = Field("127.0.0.1", description="web UI: address to listen on (0.0.0.0 for the whole network)")
     port: int = Field(7860, ge=1, le=65535, description="web UI: port to listen on")

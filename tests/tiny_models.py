@@ -177,6 +177,16 @@ def train_tokenizer(
     )
 
 
+def random_model(model_class: type, config: object, bos: int, eos: int | list[int], pad: int) -> torch.nn.Module:
+    """``model_class(config)`` with seeded random weights and the generation ids its tokenizer uses."""
+    torch.manual_seed(SEED)
+    model = model_class(config).eval()
+    model.generation_config.bos_token_id = bos
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = pad
+    return model
+
+
 def build_tiny_qwen2vl(path: str | Path) -> Path:
     """Write a tiny multi-image Qwen2-VL (vision depth 1, hidden 64) to ``path``; an image costs 4 tokens."""
     path = Path(path)
@@ -226,11 +236,13 @@ def build_tiny_qwen2vl(path: str | Path) -> Path:
         vision_token_id=ids["<|vision_pad|>"],
         torch_dtype="float32",
     )
-    torch.manual_seed(SEED)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config.bos_token_id = ids["<|endoftext|>"]
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model = random_model(
+        Qwen2VLForConditionalGeneration,
+        config,
+        bos=ids["<|endoftext|>"],
+        eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad=ids["<|endoftext|>"],
+    )
     # min/max_pixels (not ``size``) are what survive a save/load round trip in transformers 4.51.
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2)
     processor = Qwen2VLProcessor(
@@ -297,11 +309,7 @@ def build_tiny_llava(path: str | Path, size: LlavaSize = LlavaSize()) -> Path:
         pad_token_id=ids["<pad>"],
         torch_dtype="float32",
     )
-    torch.manual_seed(SEED)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.bos_token_id = ids["<s>"]
-    model.generation_config.eos_token_id = ids["</s>"]
-    model.generation_config.pad_token_id = ids["<pad>"]
+    model = random_model(LlavaForConditionalGeneration, config, bos=ids["<s>"], eos=ids["</s>"], pad=ids["<pad>"])
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -357,11 +365,13 @@ def build_tiny_idefics3(path: str | Path) -> Path:
         pad_token_id=ids["<|endoftext|>"],
         torch_dtype="float32",
     )
-    torch.manual_seed(SEED)
-    model = Idefics3ForConditionalGeneration(config).eval()
-    model.generation_config.bos_token_id = ids["<|im_start|>"]
-    model.generation_config.eos_token_id = ids["<end_of_utterance>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model = random_model(
+        Idefics3ForConditionalGeneration,
+        config,
+        bos=ids["<|im_start|>"],
+        eos=ids["<end_of_utterance>"],
+        pad=ids["<|endoftext|>"],
+    )
     image_processor = Idefics3ImageProcessor(
         size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
     )

@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.backends.prefill import starts_over
 from pipeline.backends.remote_code import quiet_transformers, settings_aware_import_check
 from pipeline.backends.transformers_vlm import locate_model, resolve_device
 from pipeline.backends.worker import stream_generation
@@ -243,7 +244,7 @@ class PrefillLedger:
     def plan(self, owner: str, frames: list[Frame], trigger: str, text_tokens: int) -> tuple[bool, list[Frame]]:
         """(reset first?, frames to prefill) for a comment on ``frames`` with ``text_tokens`` of prompt
         and reply; ``expected`` becomes the session's length after the prefill (reply excluded)."""
-        reset = self.owner != owner or trigger in ("start", "scene_cut")
+        reset = starts_over(owner, self.owner, trigger)
         new = frames if reset else [f for f in frames if self.last_time is None or f.media_time > self.last_time]
         if not reset and self.tokens + len(new) * self.frame_tokens + text_tokens > self.budget:
             reset, new = True, frames
