@@ -167,7 +167,7 @@ def test_tiny_vlm_end_to_end_from_a_video_file(story_video, tmp_path):
         "--preset", "sniper", "--events", str(events_file), timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "backend: transformers · tiny-qwen2vl on cpu (float32)" in result.stderr
+    assert "backend: transformers · tiny-qwen2vl on cpu (float32, incremental prefill)" in result.stderr
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     starts = [e for e in events if e["type"] == "commentary_start"]
     ends = {e["comment_id"]: e for e in events if e["type"] == "commentary_end"}
