@@ -351,7 +351,7 @@ class MiniCPM(Backend):
         self.hears = hasattr(self._model, "apm")  # o-4.5 loaded with its audio encoder
         self.streaming = callable(getattr(self._model, "streaming_prefill", None))
         # o-4.5's chat() is the baseline and needs the audio encoder; MiniCPM-V has nothing else
-        self.chat = not self.streaming or (not incremental and self.hears)
+        self.uses_chat = not self.streaming or (not incremental and self.hears)
         if self.streaming and getattr(self._model, "processor", None) is None:
             with quiet_transformers():
                 self._model.init_streaming_processor()  # o-4.5 makes it on first use; its tokenizer is needed now
@@ -374,7 +374,7 @@ class MiniCPM(Backend):
         """Why the model's own voice cannot be used here ("" when it can be tried)."""
         if vision_only or (self.variant is not None and self.variant.family == "v") or not self.streaming:
             return "vision-only model: speech comes from the fallback engine"
-        if self.chat:
+        if self.uses_chat:
             return "--no-incremental-prefill uses the model's chat(), which does not stream its voice; using espeak-ng"
         if not hasattr(self._model, "tts"):
             return "this checkpoint has no speech module (init_tts is off in its config); using espeak-ng"
@@ -455,7 +455,7 @@ class MiniCPM(Backend):
     @property
     def description(self) -> str:
         name = self.path.name if Path(self.model_id).expanduser().is_dir() else self.model_id
-        mode = "chat" if self.chat else ("incremental prefill" if self.incremental else "full prefill")
+        mode = "chat" if self.uses_chat else ("incremental prefill" if self.incremental else "full prefill")
         voice = "own voice" if self.capabilities.audio_out else "no voice"
         warm = f", compiled in {self.warmup_s:.0f} s" if self.warmup_s else ""
         precision = self.precision if self.device.type == "cuda" else "float32"
@@ -470,7 +470,7 @@ class MiniCPM(Backend):
         if request.cancel.is_set():
             return
         request.timings["model_start"] = time.perf_counter()
-        produce = self._produce_chat(model, request) if self.chat else self._produce_streaming(model, request)
+        produce = self._produce_chat(model, request) if self.uses_chat else self._produce_streaming(model, request)
         for kind, value in stream_generation(
             produce,
             lock=self._lock,
