@@ -1,7 +1,15 @@
 """Typed events and the per-session bus that fans them out to independent consumers.
 
-Producers never block: each subscriber has a bounded queue, and a slow subscriber loses its
-oldest events (counted in ``Subscription.dropped``) instead of stalling the pipeline.
+Producers never block: each subscriber has a bounded queue, and each event class says how it is
+delivered to a consumer that lags (``Event.delivery``):
+
+* ``always``: control and result events (source status, mode, scene cut, commentary start and end,
+  speech, opinions, metrics, errors) go in past the bound if need be. They are few, and losing a
+  ``commentary_end`` or a fatal ``error`` would leave a consumer wrong for good.
+* ``merge``: a text delta is folded into the newest queued delta of the same comment, so none of the
+  text is lost and the queue does not grow.
+* ``drop``: audio chunks give way, oldest first, counted per type in ``Subscription.dropped`` and in
+  the metrics (``bus_dropped``).
 """
 
 from __future__ import annotations
@@ -9,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -29,6 +37,7 @@ class Event:
     """Base of all bus events: ``t`` is media time (s), ``wall`` is Unix time."""
 
     type: ClassVar[str] = "event"
+    delivery: ClassVar[str] = "always"  # to a consumer that lags: always, merge or drop (see the module doc)
     t: float
     wall: float = field(default_factory=time.time)
 
@@ -80,6 +89,7 @@ class CommentaryDelta(Event):
     """A streamed piece of the comment's text."""
 
     type: ClassVar[str] = "commentary_delta"
+    delivery: ClassVar[str] = "merge"
     comment_id: int
     text: str
 
@@ -99,6 +109,7 @@ class CommentaryAudio(Event):
     """A chunk of the model's own voice for a comment (backends that speak, e.g. MiniCPM-o)."""
 
     type: ClassVar[str] = "commentary_audio"
+    delivery: ClassVar[str] = "drop"
     comment_id: int
     sample_rate: int
     samples: np.ndarray = field(repr=False)
@@ -172,12 +183,17 @@ class ErrorEvent(Event):
     fatal: bool = False
 
 
+MERGE_LOOKBACK = 256  # queued events searched for a delta of the same comment to merge into
+
+
 class Subscription:
     """One consumer's bounded view of the bus; iterate it, or ``get`` with a timeout."""
 
     def __init__(self, name: str, maxsize: int) -> None:
         self.name = name
-        self.dropped = 0
+        self.dropped: Counter[str] = Counter()  # high-rate events lost to lag, by type
+        self.merged = 0  # text deltas folded into the one before them
+        self._droppable = 0  # "drop" events queued: no scan for one when there is none
         self._items: deque[Event] = deque()
         self._maxsize = maxsize
         self._cond = threading.Condition()
@@ -187,11 +203,32 @@ class Subscription:
         with self._cond:
             if self._closed:
                 return
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self.dropped += 1
+            if len(self._items) >= self._maxsize and not self._make_room(event):
+                return
             self._items.append(event)
+            self._droppable += event.delivery == "drop"
             self._cond.notify()
+
+    def _make_room(self, event: Event) -> bool:
+        """The queue is full: whether ``event`` still goes in (holding the lock)."""
+        if isinstance(event, CommentaryDelta):  # its comment's deltas are among the newest: look a little way back
+            for i in range(len(self._items) - 1, max(len(self._items) - MERGE_LOOKBACK, 0) - 1, -1):
+                queued = self._items[i]
+                if isinstance(queued, CommentaryDelta) and queued.comment_id == event.comment_id:
+                    self._items[i] = dataclasses.replace(queued, text=queued.text + event.text)
+                    self.merged += 1
+                    self._cond.notify()
+                    return False
+        for i, queued in enumerate(self._items if self._droppable else ()):
+            if queued.delivery == "drop":
+                del self._items[i]
+                self._droppable -= 1
+                self.dropped[queued.type] += 1
+                return True
+        if event.delivery == "drop":
+            self.dropped[event.type] += 1
+            return False
+        return True  # control and result events, and a comment's first delta, always go in
 
     def close(self) -> None:
         """End iteration once the queued events are consumed."""
@@ -204,7 +241,11 @@ class Subscription:
         with self._cond:
             if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
                 return None
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            event = self._items.popleft()
+            self._droppable -= event.delivery == "drop"
+            return event
 
     @property
     def closed(self) -> bool:
@@ -250,6 +291,6 @@ class EventBus:
             sub.close()
 
     def dropped(self) -> dict[str, int]:
-        """Events lost per slow subscriber, for the metrics stream."""
+        """High-rate events lost per slow subscriber, for the metrics stream."""
         with self._lock:
-            return {s.name: s.dropped for s in self._subs if s.dropped}
+            return {s.name: s.dropped.total() for s in self._subs if s.dropped}

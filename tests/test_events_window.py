@@ -8,7 +8,18 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.events import CommentaryFinished, ErrorEvent, EventBus, SceneCut
+from pipeline.events import (
+    CommentaryAudio,
+    CommentaryDelta,
+    CommentaryFinished,
+    CommentaryStarted,
+    ErrorEvent,
+    EventBus,
+    Metrics,
+    ModeChanged,
+    SceneCut,
+    SourceStatus,
+)
 from pipeline.frames import Frame
 from pipeline.window import FrameWindow
 
@@ -35,15 +46,58 @@ def test_every_subscriber_sees_every_event_in_order():
     assert [e.t for e in b] == [0, 1, 2, 3, 4]
 
 
-def test_a_slow_subscriber_loses_oldest_events_and_never_blocks_the_producer():
+def audio(i: float, comment_id: int = 1) -> CommentaryAudio:
+    return CommentaryAudio(t=i, comment_id=comment_id, sample_rate=24_000, samples=np.zeros(240, np.int16))
+
+
+def test_a_slow_subscriber_loses_its_oldest_high_rate_events_and_never_blocks_the_producer():
     bus = EventBus()
     slow = bus.subscribe("slow", maxsize=3)
     for i in range(10):
-        bus.publish(ErrorEvent(t=i, message="x"))
-    assert slow.dropped == 7
+        bus.publish(audio(i))
+    assert slow.dropped == {"commentary_audio": 7}
     assert bus.dropped() == {"slow": 7}
     bus.close()
     assert [e.t for e in slow] == [7, 8, 9]
+
+
+def test_flooding_a_slow_consumer_loses_no_control_event_and_no_text():
+    """Thousands of deltas and audio chunks, with every kind of control event among them, into a consumer
+    that reads nothing until the end: each control event arrives, in order; each comment's text is whole."""
+    bus = EventBus()
+    slow = bus.subscribe("slow", maxsize=8)
+    control: list[object] = [SourceStatus(t=0, state="live")]
+    bus.publish(control[0])
+    texts: dict[int, str] = {}
+    for cid in range(1, 41):
+        for event in (
+            CommentaryStarted(t=cid, comment_id=cid, trigger="active", frames=3),
+            ModeChanged(t=cid, mode="active"),
+        ):
+            bus.publish(event)
+            control.append(event)
+        for k in range(100):
+            bus.publish(CommentaryDelta(t=cid, comment_id=cid, text=f"{cid}.{k} "))
+            bus.publish(audio(cid, cid))
+        texts[cid] = "".join(f"{cid}.{k} " for k in range(100))
+        for event in (
+            CommentaryFinished(t=cid, comment_id=cid, text=texts[cid]),
+            Metrics(t=cid, comment_id=cid, stages={"total_ms": 1.0}),
+            SceneCut(t=cid, score=0.9),
+            ErrorEvent(t=cid, message="the model stalled", fatal=cid == 40),
+        ):
+            bus.publish(event)
+            control.append(event)
+    bus.close()
+    got = list(slow)
+    assert [e for e in got if e.delivery == "always"] == control  # every one, in order
+    heard: dict[int, str] = {}
+    for event in got:
+        if isinstance(event, CommentaryDelta):
+            heard[event.comment_id] = heard.get(event.comment_id, "") + event.text
+    assert heard == texts  # merged, never lost
+    assert slow.dropped["commentary_audio"] > 3000 and "commentary_delta" not in slow.dropped
+    assert slow.merged > 3000 and bus.dropped() == {"slow": slow.dropped["commentary_audio"]}
 
 
 def test_get_times_out_and_close_wakes_a_waiting_consumer():
