@@ -20,21 +20,17 @@ import pytest
 import torch
 from offline import run_offline
 
-from pipeline.backends import minicpm
+from pipeline.backends import minicpm, minicpm_checkpoints
 from pipeline.backends.base import CommentRequest
-from pipeline.backends.minicpm import (
-    THREAD_NAME,
+from pipeline.backends.minicpm import THREAD_NAME, MiniCPM
+from pipeline.backends.minicpm_checkpoints import (
     VARIANTS,
-    Markup,
-    MiniCPM,
-    TokenCap,
     check_transformers,
     choose_precision,
-    decode_budget,
     missing_packages,
-    parse_chunk,
     variant_of,
 )
+from pipeline.backends.minicpm_text import Markup, TokenCap, decode_budget, parse_chunk
 from pipeline.errors import BackendError
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
@@ -183,7 +179,7 @@ def test_variant_of_unknown_checkpoints(model):
 
 
 def test_explicit_int4_switches_to_the_int4_repository_and_asks_for_its_loader(build, monkeypatch):
-    monkeypatch.setattr(minicpm.importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(minicpm_checkpoints.importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(BackendError, match=re.escape("MiniCPM needs more packages here: run `pip install autoawq`")):
         build(VisionDouble(), model="openbmb/MiniCPM-o-4_5", precision="int4")
 

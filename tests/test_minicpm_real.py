@@ -27,7 +27,8 @@ from minicpm_o45 import CODE_FILES, build_tiny_model, find_code
 from token2wav_double import Token2wavDouble, install
 
 from pipeline.backends.base import CommentRequest
-from pipeline.backends.minicpm import THREAD_NAME, TURN_TOKENS, MiniCPM, kv_length, parse_chunk
+from pipeline.backends.minicpm import THREAD_NAME, TURN_TOKENS, MiniCPM
+from pipeline.backends.minicpm_text import kv_length, parse_chunk
 from pipeline.backends.remote_code import imports_switched_off
 from pipeline.errors import BackendError
 from pipeline.frames import Frame

@@ -25,14 +25,11 @@ lives on the model object, so sessions take turns.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
-import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +38,28 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
-from pipeline.backends.prefill import starts_over
+from pipeline.backends.minicpm_checkpoints import (
+    check_transformers,
+    choose_precision,
+    missing_packages,
+    variant_of,
+)
+from pipeline.backends.minicpm_text import (
+    Markup,
+    TokenCap,
+    decode_budget,
+    kv_length,
+    parse_chunk,
+    text_tokens,
+    to_speech,
+)
+from pipeline.backends.prefill import PrefillLedger
 from pipeline.backends.remote_code import quiet_transformers, settings_aware_import_check
 from pipeline.backends.transformers_vlm import locate_model, resolve_device
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
-from pipeline.speech.engines import Speech
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -60,32 +71,11 @@ warnings.filterwarnings("ignore", message="`do_sample` is set to `False`", categ
 
 THREAD_NAME = "onlooker-minicpm-generate"
 DEFAULT_MODEL = "openbmb/MiniCPM-o-4_5"
-VOICE_RATE = 24_000
-TOKENS_PER_FRAME = 66  # one 448 px slice: 64 resampler queries between <image> and </image>; then measured
 TURN_TOKENS = 6  # what opens a new user turn after a reply: <|tts_eos|><|im_end|>\n<|im_start|>user\n
-CONTEXT_BUDGET = 6000  # below o-4.5's own 8000-token sliding window, so our reset comes first
 FRAMES_PER_GROUP = 3  # MiniCPM-V 4.5 packs frames into 3D-resampler groups; the card packs 3
 ASR_PROMPT = "Please listen to the audio snippet carefully and transcribe the content.\n"
-SUPPORTED_TRANSFORMERS = "4.51."
-_SPECIAL = re.compile(r"<\|[^|>]*\|>|</?think>")
 
 
-@dataclass(frozen=True)
-class Variant:
-    """A published checkpoint and what it needs."""
-
-    family: str  # "o" (vision + audio + voice) or "v" (vision only)
-    bf16_gb: float
-    int4: str  # the repository of its 4-bit build
-    int4_gb: float
-    int4_package: str  # import name of the loader the 4-bit build needs
-    int4_pip: str
-
-
-VARIANTS = {
-    "openbmb/MiniCPM-o-4_5": Variant("o", 19.0, "openbmb/MiniCPM-o-4_5-awq", 11.0, "awq", "autoawq"),
-    "openbmb/MiniCPM-V-4_5": Variant("v", 18.0, "openbmb/MiniCPM-V-4_5-AWQ", 9.0, "awq", "autoawq"),
-}
 VOICE_PIP = "minicpmo-utils[all]>=1.0.2"  # Step-Audio's Token2wav vocoder (`from stepaudio2 import Token2wav`)
 # The voices the published repository ships under assets/, tried in this order when no profile gives one.
 DEFAULT_VOICES = (
@@ -93,183 +83,6 @@ DEFAULT_VOICES = (
     "assets/system_ref_audio.wav",
     "assets/ref_audio/ref_minicpm_signature.wav",
 )
-
-
-def variant_of(model: str) -> Variant | None:
-    """The known checkpoint ``model`` names (its BF16 or its 4-bit repository), if any."""
-    for name, variant in VARIANTS.items():
-        if model.lower() in (name.lower(), variant.int4.lower()):
-            return variant
-    return None
-
-
-def choose_precision(requested: str, free_gb: float | None, variant: Variant | None) -> tuple[str, str]:
-    """(``bf16`` | ``int4``, why) for ``--precision``; ``auto`` takes INT4 when BF16 does not fit."""
-    if requested != "auto":
-        return requested, f"--precision {requested}"
-    if free_gb is None:
-        return "bf16", "no GPU: full precision on the CPU"
-    if variant is None:
-        return "bf16", "a local or unknown checkpoint is loaded as it is"
-    if free_gb >= variant.bf16_gb:
-        return "bf16", f"{free_gb:.0f} GB free, BF16 needs ~{variant.bf16_gb:.0f} GB"
-    if free_gb >= variant.int4_gb:
-        return "int4", f"{free_gb:.0f} GB free: too little for BF16 (~{variant.bf16_gb:.0f} GB), INT4 fits"
-    raise BackendError(
-        f"not enough GPU memory: {free_gb:.1f} GB free, MiniCPM needs ~{variant.bf16_gb:.0f} GB in BF16 or "
-        f"~{variant.int4_gb:.0f} GB in INT4 ({variant.int4}); free the GPU, use --vision-only with "
-        "openbmb/MiniCPM-V-4_5, or serve it on a bigger machine with --backend openai"
-    )
-
-
-def missing_packages(needed: dict[str, str]) -> list[str]:
-    """pip requirements of ``needed`` (import name → requirement) that are not importable."""
-    return [pip for name, pip in needed.items() if importlib.util.find_spec(name) is None]
-
-
-def check_transformers(version: str) -> None:
-    """The model card pins transformers 4.51.x; other versions break its remote code in odd ways."""
-    if not version.startswith(SUPPORTED_TRANSFORMERS):
-        raise BackendError(
-            f"MiniCPM's model code needs transformers {SUPPORTED_TRANSFORMERS}x, this is {version}; "
-            "run `pip install transformers==4.51.3`"
-        )
-
-
-class Markup:
-    """The model's added tokens (``<image>``, ``<unit>``, ``<|im_end|>`` and a hundred more).
-
-    Dropped from what the model says, and from text fed to it: its processor reads them as structure,
-    so an ``</image>`` in an earlier comment or in the user's instructions would break the next prefill
-    (``torch.hstack`` of mismatched image bounds) and an ``<|im_end|>`` would close a turn.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        added = tokenizer.get_added_vocab() if callable(getattr(tokenizer, "get_added_vocab", None)) else {}
-        tokens = sorted((t for t in added if t.startswith("<") and t.endswith(">")), key=len, reverse=True)
-        self.pattern = re.compile("|".join([*map(re.escape, tokens), _SPECIAL.pattern]))
-
-    def remove(self, text: str) -> str:
-        return self.pattern.sub("", text)
-
-
-CHUNK_TOKENS = 10  # o-4.5's streaming_generate decodes in chunks of 10 tokens (the first 11)
-
-
-def decode_budget(max_tokens: int) -> int:
-    """``max_new_tokens`` for o-4.5 so it does not pass ``max_tokens``: it decodes whole chunks of 10,
-    so a limit that is not a multiple of 10 is overshot by up to 10 (below 10, ``TokenCap`` trims)."""
-    return max(CHUNK_TOKENS, max_tokens - max_tokens % CHUNK_TOKENS)
-
-
-class TokenCap:
-    """Cuts streamed text at ``limit`` tokens of ``tokenizer``, for a decoder that may run past it."""
-
-    def __init__(self, tokenizer: Any, limit: int) -> None:
-        self.tokenizer = tokenizer
-        self.limit = limit
-        self.text = ""
-
-    def take(self, delta: str) -> tuple[str, bool]:
-        """(the part of ``delta`` within the limit, whether the limit is reached)."""
-        full = self.text + delta
-        ids = self.tokenizer.encode(full, add_special_tokens=False)
-        if len(ids) < self.limit:
-            self.text = full
-            return delta, False
-        kept = self.tokenizer.decode(ids[: self.limit]) if len(ids) > self.limit else full
-        part = kept[len(self.text) :] if kept.startswith(self.text) else ""
-        self.text = kept
-        return part, True
-
-
-def kv_length(model: Any) -> int | None:
-    """Tokens in o-4.5's streaming KV cache, or None for a model that does not say."""
-    length = getattr(model, "_get_kv_cache_length", None)
-    return int(length()) if callable(length) else None
-
-
-def text_tokens(model: Any, text: str) -> int:
-    """Tokens ``text`` costs with the model's own tokenizer (a 4-characters-a-token guess before it has one)."""
-    processor = getattr(model, "processor", None)
-    tokenizer = getattr(processor, "tokenizer", None)
-    return len(tokenizer.encode(text, add_special_tokens=False)) if tokenizer is not None else len(text) // 4 + 8
-
-
-def parse_chunk(chunk: Any) -> tuple[str, np.ndarray | None]:
-    """(text delta, 24 kHz float audio or None) from whatever ``streaming_generate`` yields:
-    o-4.5 ``(text, is_finished)`` or ``(waveform [1, n], text)``; o-2.6 ``{"text": ...}`` or an
-    output with ``.text`` and ``.audio_wav``."""
-    if isinstance(chunk, tuple) and len(chunk) == 2:
-        first, second = chunk
-        if isinstance(first, str):
-            return first, None
-        return str(second or ""), _as_audio(first)
-    if isinstance(chunk, dict):
-        return str(chunk.get("text") or ""), _as_audio(chunk.get("audio_wav"))
-    return str(getattr(chunk, "text", "") or ""), _as_audio(getattr(chunk, "audio_wav", None))
-
-
-def _as_audio(wave: Any) -> np.ndarray | None:
-    if wave is None:
-        return None
-    samples = wave.detach().float().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
-    samples = samples.reshape(-1).astype(np.float32)
-    return samples if len(samples) else None
-
-
-def to_speech(samples: np.ndarray, rate: int = VOICE_RATE) -> Speech:
-    return Speech(rate, np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16))
-
-
-class PrefillLedger:
-    """What the model's streaming session holds, so each frame is prefilled exactly once.
-
-    ``plan`` says whether the session must start over (another Onlooker session used the model, a
-    scene cut, or the context would pass the budget) and which frames are new to it. Token counts are
-    the model's real KV-cache length where it tells (``synced``); the cost of a frame is learned from
-    the first frames prefilled, so the budget check uses what this checkpoint really spends.
-    """
-
-    def __init__(self, budget: int = CONTEXT_BUDGET, frame_tokens: int = TOKENS_PER_FRAME) -> None:
-        self.budget = budget
-        self.frame_tokens = frame_tokens
-        self.owner: str | None = None
-        self.last_time: float | None = None
-        self.tokens = 0  # in the session now
-        self.expected = 0  # what the last plan said the session would hold after its prefill
-        self.prefilled = 0  # frames prefilled since the session began
-        self.resets = 0
-
-    def plan(self, owner: str, frames: list[Frame], trigger: str, text_tokens: int) -> tuple[bool, list[Frame]]:
-        """(reset first?, frames to prefill) for a comment on ``frames`` with ``text_tokens`` of prompt
-        and reply; ``expected`` becomes the session's length after the prefill (reply excluded)."""
-        reset = starts_over(owner, self.owner, trigger)
-        new = frames if reset else [f for f in frames if self.last_time is None or f.media_time > self.last_time]
-        if not reset and self.tokens + len(new) * self.frame_tokens + text_tokens > self.budget:
-            reset, new = True, frames
-        return reset, new
-
-    def started(self, owner: str, system_tokens: int) -> None:
-        self.owner, self.last_time, self.tokens, self.prefilled = owner, None, system_tokens, 0
-        self.resets += 1
-
-    def added(self, frames: list[Frame], tokens: int) -> None:
-        """``frames`` went in, costing ``tokens`` in all (measured, or estimated as ``frame_tokens`` each)."""
-        if frames:
-            self.last_time = frames[-1].media_time
-            self.frame_tokens = max(1, round(tokens / len(frames)))
-        self.prefilled += len(frames)
-        self.tokens += tokens
-
-    def synced(self, tokens: int | None) -> None:
-        """The model says how long its cache is (replies and its own sliding window included)."""
-        if tokens is not None:
-            self.tokens = tokens
-
-    def forget(self) -> None:
-        """The session state is unknown (a failed or cancelled turn): start over next time."""
-        self.owner = None
 
 
 def load_remote_model(path: Path, dtype: torch.dtype, attn: str, vision_only: bool, device: torch.device) -> Any:
