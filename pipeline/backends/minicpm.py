@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
+from pipeline.backends.hf_loading import locate_model, resolve_device
 from pipeline.backends.minicpm_checkpoints import (
     check_transformers,
     choose_precision,
@@ -55,7 +56,6 @@ from pipeline.backends.minicpm_text import (
 )
 from pipeline.backends.prefill import PrefillLedger
 from pipeline.backends.remote_code import quiet_transformers, settings_aware_import_check
-from pipeline.backends.transformers_vlm import locate_model, resolve_device
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
 from pipeline.frames import Frame
