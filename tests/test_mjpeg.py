@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from mjpeg_server import FfmpegServer, Handler, MjpegTestServer, frame_id, frame_jpeg, make_jpeg, multipart
 
 from pipeline.frames import Frame
-from pipeline.sources.mjpeg import MjpegParser, MjpegSource, mask_url, parse_boundary
+from pipeline.sources.mjpeg import MjpegSource
+from pipeline.sources.mjpeg_parser import MjpegParser, parse_boundary
+from pipeline.sources.urls import mask_url
 
 SOI = b"\xff\xd8"
 

@@ -1,98 +1,57 @@
 """Turn what a user typed into the right Source: file path, stream URL, MJPEG camera or web page.
 
-HTTP URLs are sniffed by Content-Type (MJPEG cameras, HTML pages and plain video all use
-http://); web pages such as YouTube are resolved to a media URL with yt-dlp when it is installed.
+HTTP URLs are sniffed by Content-Type, and where it does not say, by the body's first bytes (MJPEG
+cameras, HTML pages and plain video all use http://), on the connection that then streams them;
+web pages such as YouTube are resolved to a media URL with yt-dlp when it is installed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
-from pipeline.sources.guard import UrlGuard, http_transport
+from pipeline.sources.guard import UrlGuard
+from pipeline.sources.http_stream import HttpSource, HttpStream, Line, open_stream
 from pipeline.sources.stream import STREAM_SCHEMES, StreamSource
-from pipeline.sources.urls import describe_http_error, describe_http_status, mask_url, scrub
+from pipeline.sources.urls import describe_http_status, mask_url, scrub
 
 log = logging.getLogger(__name__)
 
 PAGE_HOSTS = ("youtube.com", "youtu.be", "vimeo.com", "twitch.tv", "dailymotion.com", "facebook.com", "x.com")
 
 
-class HeaderDeadline:
-    """Shuts the connection down when the response headers have not all come within ``seconds``.
+def is_page_host(url: str) -> bool:
+    """Whether the URL is on a video site whose pages yt-dlp turns into a media URL (no need to ask the server)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in PAGE_HOSTS)
 
-    httpx's timeouts only catch silence: a server that trickles its headers a few bytes at a time
-    would hold Start for as long as it liked. Shutting the socket down wakes the blocked read.
-    """
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def trace(self, event: str, info: dict) -> None:
-        """httpx's ``trace`` extension: keep the socket of each new connection (redirect hops too)."""
-        if event == "connection.connect_tcp.complete":
-            with self._lock:
-                self._sock = info["return_value"].get_extra_info("socket")
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
-
-    def __enter__(self) -> HeaderDeadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+@contextlib.contextmanager
+def sniffed(url: str, line: Line, timeout: float, guard: UrlGuard | None) -> Iterator[HttpStream]:
+    """The open response of an http(s) URL, and what it carries: ``mjpeg``, ``page`` or ``video``; the
+    response headers must all come within twice ``timeout``; with a ``guard``, every connection (each
+    redirect hop) must pass it."""
+    with open_stream(url, line, connect_timeout=timeout, read_timeout=timeout, guard=guard) as stream:
+        response = stream.response
+        if response.status_code >= 400:
+            raise SourceError(describe_http_status(response.status_code, url, bool(response.request.url.username)))
+        yield stream
 
 
 def sniff_http(url: str, timeout: float = 10.0, guard: UrlGuard | None = None) -> str:
-    """Classify an http(s) URL as ``mjpeg``, ``page`` or ``video`` from its response headers, which must
-    all come within twice ``timeout``; with a ``guard``, every connection (each redirect hop) must pass it."""
-    host = (urlsplit(url).hostname or "").lower()
-    if any(host == h or host.endswith("." + h) for h in PAGE_HOSTS):
+    """What an http(s) URL carries (``mjpeg``, ``page`` or ``video``), asked on a connection of its own."""
+    if is_page_host(url):
         return "page"
-    deadline = HeaderDeadline(2 * timeout)
-    try:
-        with (
-            deadline,
-            httpx.Client(timeout=timeout, follow_redirects=True, transport=http_transport(guard)) as client,
-            client.stream("GET", url, extensions={"trace": deadline.trace}) as response,
-        ):
-            if response.status_code >= 400:
-                raise SourceError(describe_http_status(response.status_code, url, bool(response.request.url.username)))
-            content_type = response.headers.get("content-type", "").lower()
-    except httpx.HTTPError as exc:
-        if deadline.expired:
-            raise SourceError(
-                f"{mask_url(url)}: the server took over {deadline.seconds:g} s to answer and was still sending its "
-                "headers; it is overloaded, on a very slow link, or not a camera"
-            ) from None
-        raise SourceError(describe_http_error(exc, url, timeout, timeout)) from None
-    if content_type.startswith("multipart/x-mixed-replace"):
-        return "mjpeg"
-    if content_type.startswith(("text/html", "application/xhtml")):
-        return "page"
-    return "video"
+    with sniffed(url, Line(), timeout, guard) as stream:
+        return stream.kind
 
 
 def resolve_page(url: str, guard: UrlGuard | None = None) -> str:
@@ -127,42 +86,59 @@ def resolve_page(url: str, guard: UrlGuard | None = None) -> str:
     return guard.check(media) if guard is not None else media
 
 
-class UrlSource(Source):
-    """An http(s) URL whose kind is only known after asking the server."""
+class UrlSource(HttpSource):
+    """An http(s) URL whose kind is only known after asking the server, asked on the connection that
+    then streams it: many cameras serve one client at a time (DroidCam's free app, cheap IP cameras,
+    FFmpeg's ``-listen 1``), so a sniff on a connection of its own would use up or block the only one.
 
-    reconnects = True
+    - MJPEG (by its Content-Type, or where the type does not say, such as FFmpeg's
+      application/octet-stream, a body that starts with a boundary or a JPEG) is read on that connection.
+    - A web page is closed and resolved with yt-dlp: the media URL it finds is another server's.
+    - Other video is closed and FFmpeg opens the URL itself, because FFmpeg needs the URL, not bytes:
+      HLS and DASH playlists name their segments relative to it, an MP4 may need seeking with Range
+      requests (its index at the end; ``--loop``), and the open and read deadlines are PyAV's interrupt
+      callback on FFmpeg's own HTTP reads, which bytes handed through Python would escape. Servers of
+      such video are web servers and media servers that take many clients; cameras that stream H.264
+      speak RTSP (opened once, no sniff). A server that streams MPEG-TS or FLV over HTTP to one client
+      only (``ffmpeg -f mpegts -listen 1 http://…``) is a known gap: docs/inputs.md.
+    """
 
     kind = "url"
 
     def __init__(
         self, url: str, source_id: str | None = None, timeout: float = 10.0, guard: UrlGuard | None = None
     ) -> None:
-        super().__init__(url, source_id or mask_url(url))
+        super().__init__(url, source_id, guard)
         self.timeout = timeout
-        self.guard = guard
+        self._inner: Source | None = None  # written by the reader thread only
 
     @property
-    def display_name(self) -> str:
-        return mask_url(self.uri)
+    def live(self) -> bool:
+        """What the reader found (a finite HTTP video is not live), also while it plays: the watchdog asks."""
+        return self._inner.live if self._inner is not None else True
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         from pipeline.sources.mjpeg import MjpegSource
 
-        kind = sniff_http(self.uri, self.timeout, self.guard)
-        if kind == "mjpeg":
-            inner: Source = MjpegSource(
-                self.uri,
-                source_id=self.source_id,
-                connect_timeout=self.timeout,
-                read_timeout=self.timeout,
-                guard=self.guard,
-            )
-        else:
-            target = resolve_page(self.uri, self.guard) if kind == "page" else self.uri
-            inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout, guard=self.guard)
-        self.kind = inner.kind
+        kind = "page"
+        if not is_page_host(self.uri):
+            with sniffed(self.uri, self.line, self.timeout, self.guard) as stream:
+                kind = stream.kind
+                if kind == "mjpeg":
+                    timeouts = {"connect_timeout": self.timeout, "read_timeout": self.timeout}
+                    mjpeg = MjpegSource(self.uri, self.source_id, guard=self.guard, **timeouts)
+                    self._play(mjpeg)
+                    yield from mjpeg.read(stream, stop)
+        if kind == "mjpeg" or stop.is_set():  # the stream ended, or Stop cut it short
+            return
+        target = resolve_page(self.uri, self.guard) if kind == "page" else self.uri
+        inner = StreamSource(target, source_id=self.source_id, timeout=self.timeout, guard=self.guard)
+        self._play(inner)
         yield from inner.frames(stop)
-        self.live = inner.live
+
+    def _play(self, inner: Source) -> None:
+        self._inner = inner
+        self.kind = inner.kind
 
 
 def open_source(
