@@ -41,6 +41,8 @@ class Source(ABC):
         self.source_id = source_id or uri
         self.state = "idle"
         self.error: str | None = None
+        # The reader and the stall watchdog both report: state changes and their callbacks go one at a time.
+        self._state_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_frame: FrameSink = lambda frame: None
@@ -88,8 +90,18 @@ class Source(ABC):
 
     def report(self, state: str, detail: str = "") -> None:
         """Publish a status change (connecting, live, stalled, reconnecting, ended, failed)."""
-        self.state = state
-        self._on_status(state, detail)
+        with self._state_lock:
+            self.state = state
+            self._on_status(state, detail)
+
+    def report_if(self, expected: str, state: str, detail: str = "") -> bool:
+        """Report ``state`` only if the source is still in ``expected``, checked and changed at once, so
+        the watchdog's "stalled" cannot land after the reader's "reconnecting" or "failed"."""
+        with self._state_lock:
+            if self.state != expected:
+                return False
+            self.report(state, detail)
+            return True
 
     def _run(self) -> None:
         """Read until the end; a live source that was live and then broke reconnects, forever, with

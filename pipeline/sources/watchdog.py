@@ -36,15 +36,14 @@ class StallWatchdog:
         with self._lock:
             now = time.monotonic()
             silent, self._last = now - self._last, now
-            if self.source.state == "stalled":
-                self.source.report("live", f"back after {silent:.0f} s")
+            self.source.report_if("stalled", "live", f"back after {silent:.0f} s")
 
     def _run(self) -> None:
         while not self._stop.wait(self.check_every):
             with self._lock:
                 silent = time.monotonic() - self._last
-                if self.source.live and self.source.state == "live" and silent >= self.stall_after:
-                    self.source.report("stalled", f"no frame for {silent:.0f} s")
+                if self.source.live and silent >= self.stall_after:
+                    self.source.report_if("live", "stalled", f"no frame for {silent:.0f} s")
 
     @property
     def running(self) -> bool:
