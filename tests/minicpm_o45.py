@@ -11,15 +11,20 @@ checkpoint's) for the GPU bench, which builds the weights on the GPU instead of 
 Which copy of the code runs, in this order: ``ONLOOKER_MINICPM_CODE`` (a folder), a real snapshot's
 files in the local Hugging Face cache (``models--openbmb--MiniCPM-o-4_5``; fetch only the code with
 ``huggingface-cli download openbmb/MiniCPM-o-4_5 --include "*.py" "*.json"``), then the copy in
-``../shared/minicpm-o-4_5-code/``, then the same files vendored in ``tests/fixtures/minicpm-o-4_5-code/``
-(so a fresh clone, which has no ``../shared``, still runs the real code).
+``../shared/minicpm-o-4_5-code/``, then the same files carried in ``tests/fixtures/minicpm-o-4_5-code.tar.xz``
+(so a fresh clone, which has no ``../shared``, still runs the real code; an archive, so the linters and
+the duplicate finder do not read another project's code as ours).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
+import tarfile
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from tests.tiny_models import train_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CODE = ROOT.parent / "shared" / "minicpm-o-4_5-code"
-VENDORED_CODE = ROOT / "tests" / "fixtures" / "minicpm-o-4_5-code"
+CARRIED_CODE = ROOT / "tests" / "fixtures" / "minicpm-o-4_5-code.tar.xz"
 REPO = "openbmb/MiniCPM-o-4_5"
 CODE_FILES = (
     "configuration_minicpmo.py",
@@ -73,13 +78,24 @@ def find_code() -> CodeCopy:
     for snapshot in _cached_snapshots():
         if all((snapshot / name).is_file() for name in (*CODE_FILES, *CONFIG_FILES)):
             return CodeCopy(snapshot, f"Hugging Face cache, revision {snapshot.name[:12]}")
-    for folder, origin in ((SHARED_CODE, "shared copy"), (VENDORED_CODE, "copy vendored in tests/fixtures")):
-        if all((folder / name).is_file() for name in (*CODE_FILES, *CONFIG_FILES)):
-            return CodeCopy(folder, f"{origin} (OpenBMB/MiniCPM-o-Demo 28b60cf)")
+    if all((SHARED_CODE / name).is_file() for name in (*CODE_FILES, *CONFIG_FILES)):
+        return CodeCopy(SHARED_CODE, "shared copy (OpenBMB/MiniCPM-o-Demo 28b60cf)")
+    if CARRIED_CODE.is_file():
+        return CodeCopy(_unpacked(CARRIED_CODE), "copy carried in tests/fixtures (OpenBMB/MiniCPM-o-Demo 28b60cf)")
     raise FileNotFoundError(
         "no MiniCPM-o 4.5 code found: set ONLOOKER_MINICPM_CODE, or run "
         f'`huggingface-cli download {REPO} --include "*.py" "*.json"`'
     )
+
+
+@functools.cache
+def _unpacked(archive: Path) -> Path:
+    """The archive's files in a folder of their own, once per process (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="onlooker-minicpm-code-"))
+    atexit.register(shutil.rmtree, folder, True)
+    with tarfile.open(archive) as files:
+        files.extractall(folder, filter="data")
+    return folder
 
 
 def _cached_snapshots() -> list[Path]:
