@@ -327,6 +327,27 @@ def test_model_markup_in_the_prompt_cannot_break_the_next_prefill(backend):
     assert "<image" not in comment(b, request(range(2, 4)))
 
 
+def test_a_model_that_ends_its_reply_at_once_gives_an_empty_comment_not_an_error(backend):
+    """The published chunk decoder fails (torch.cat of nothing) when the first token it picks is a stop token."""
+    b = backend("vision", vision_only=True)
+    stop_id = b._model.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stopping = threading.Event()
+
+    def stop_at_once(_module: Any, _args: Any, logits: torch.Tensor) -> torch.Tensor | None:
+        if not stopping.is_set():
+            return None
+        forced = logits.clone()
+        forced[..., stop_id] = 1e4
+        return forced
+
+    b._model.llm.lm_head.register_forward_hook(stop_at_once)
+    assert comment(b, request(range(2))).strip()
+    stopping.set()
+    assert comment(b, request(range(1, 3))) == ""
+    stopping.clear()
+    assert comment(b, request(range(2, 4))).strip()  # and the model goes on
+
+
 # --- cancelling and failing, inside the real model ---
 
 

@@ -51,6 +51,7 @@ from pipeline.backends.minicpm_text import (
     decode_budget,
     kv_length,
     parse_chunk,
+    said_nothing,
     text_tokens,
     to_speech,
 )
@@ -329,6 +330,10 @@ class MiniCPM(Backend):
                         if full:  # a reply cut short stays in the cache; the next turn closes it
                             break
                     finished = True
+                except ValueError as exc:
+                    if cap.text or not said_nothing(exc):
+                        raise
+                    log.debug("the model ended its reply at once: an empty comment")  # the session starts over
                 finally:
                     generator.close()
             finally:

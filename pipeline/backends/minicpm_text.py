@@ -102,3 +102,10 @@ def _as_audio(wave: Any) -> np.ndarray | None:
 
 def to_speech(samples: np.ndarray, rate: int = VOICE_RATE) -> Speech:
     return Speech(rate, np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16))
+
+
+def said_nothing(exc: BaseException) -> bool:
+    """Whether ``exc`` is o-4.5's chunk decoder failing because the first token it picked ends the reply:
+    it then concatenates an empty list of hidden states (``utils.ChunkPrefillChunkGenerate``). The model
+    chose to say nothing; that is an empty comment, not a broken model."""
+    return isinstance(exc, ValueError) and "expected a non-empty list of Tensors" in str(exc)
