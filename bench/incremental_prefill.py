@@ -21,7 +21,6 @@ the backend with incremental prefill on or off, plus one entry in ``SUBJECTS``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from common import report, summary
-from minicpm_o45 import build_tiny_model
+from minicpm_o45 import build_tiny_model, decode_plain_tokens
 from tiny_models import SEED, LlavaSize, build_tiny_llava
 
 from pipeline.backends.base import Backend, CommentRequest
@@ -94,9 +93,7 @@ def minicpm_o45(folder: Path) -> Subject:
 
     def load(incremental: bool) -> Backend:
         backend = MiniCPM(model=str(path), device="cpu", incremental=incremental)
-        first_added = min(json.loads((path / "added_tokens.json").read_text()).values())
-        with torch.no_grad():  # random weights must not stop early: no special token wins, equal decode work
-            backend._model.llm.lm_head.weight[first_added:] = 0
+        decode_plain_tokens(backend._model, path)  # equal decode work in both modes
         return backend
 
     return Subject("minicpm · o-4.5 tiny (real code)", load, exact=False)

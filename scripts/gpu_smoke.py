@@ -27,7 +27,6 @@ For a user with an NVIDIA GPU (this project's CI has none). Two ways to run it:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from pipeline.sources.file import FileSource  # noqa: E402
 from pipeline.speech.engines import Speech  # noqa: E402
 from pipeline.speech.speaker import SpeechOptions  # noqa: E402
 from tests import token2wav_double  # noqa: E402
-from tests.minicpm_o45 import TINY, Size, build_model_folder  # noqa: E402
+from tests.minicpm_o45 import TINY, Size, build_model_folder, decode_plain_tokens  # noqa: E402
 
 # The published checkpoint's sizes. Sources (third-party copies are named as such):
 FULL = Size(
@@ -231,12 +230,7 @@ class RandomModel:
                     config, trust_remote_code=True, torch_dtype=dtype, attn_implementation=attn
                 )
         model = model.eval().to(device)
-        # Random weights may pick any of the ~151.7k ids, the test tokenizer spells only its first few hundred,
-        # and a stop token would end a reply early: zero the output rows from the first added token on, so
-        # every reply decodes plain tokens up to its cap (a fixed length). The matmul keeps its full size.
-        first_added = min(json.loads((path / "added_tokens.json").read_text()).values())
-        with torch.no_grad():
-            model.llm.lm_head.weight[first_added:] = 0
+        decode_plain_tokens(model, path)
         prefill, generate = model.streaming_prefill, model.streaming_generate
 
         def timed_prefill(**kwargs: Any) -> Any:
