@@ -24,9 +24,10 @@ from common import report, summary
 
 from pipeline.backends.base import CommentRequest
 from pipeline.backends.openai_compat import OpenAICompatible, build_messages
-from pipeline.errors import BackendBusy, BackendError
+from pipeline.errors import BackendError
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
+from pipeline.scheduler import scheduler_for
 
 
 def frame_720p(seed: int) -> Frame:
@@ -72,36 +73,40 @@ def overhead(backend: OpenAICompatible, base_url: str, runs: int = 30) -> dict[s
 
 
 def load(backend: OpenAICompatible, sessions: int, seconds: float, frames: int, max_tokens: int) -> dict[str, object]:
-    """``sessions`` threads commenting back to back for ``seconds``: comments, latency, skipped beats."""
+    """``sessions`` cameras commenting back to back for ``seconds`` through the backend's scheduler (as
+    the app does): comments, latency, the wait for a turn."""
     latencies: list[float] = []
     first: list[float] = []
-    skipped = failed = 0
+    waits: list[float] = []
+    failed = 0
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    scheduler = scheduler_for(backend)
 
-    def session() -> None:
-        nonlocal skipped, failed
+    def session(k: int) -> None:
+        nonlocal failed
         while time.monotonic() < stop:
+            ticket = scheduler.ask(f"camera-{k}", "active")
+            while not ticket.wait(0.1):
+                pass
             req = request(frames, max_tokens)
             started = time.perf_counter()
             try:
                 for _ in backend.stream(req):
                     pass
-            except BackendBusy:
-                with lock:
-                    skipped += 1
-                time.sleep(0.2)  # the session's next beat
-                continue
             except BackendError:
                 with lock:
                     failed += 1
                 continue
+            finally:
+                scheduler.finish(ticket)
             with lock:
+                waits.append(ticket.queue_wait)
                 latencies.append(time.perf_counter() - started)
                 if "model_first_token" in req.timings:
                     first.append(req.timings["model_first_token"] - req.timings["model_start"])
 
-    threads = [threading.Thread(target=session, name=f"bench-session-{k}") for k in range(sessions)]
+    threads = [threading.Thread(target=session, args=(k,), name=f"bench-session-{k}") for k in range(sessions)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -112,7 +117,7 @@ def load(backend: OpenAICompatible, sessions: int, seconds: float, frames: int, 
         "comments_per_min": round(len(latencies) * 60 / seconds, 1),
         "latency_s": summary(latencies),
         "first_token_s": summary(first),
-        "skipped_busy": skipped,
+        "queue_wait_s": summary(waits),
         "failed": failed,
     }
 

@@ -20,20 +20,22 @@ from difflib import SequenceMatcher
 
 from pipeline.backends.base import Backend, CommentRequest
 from pipeline.config import Tuning
-from pipeline.errors import BackendBusy, BackendError
+from pipeline.errors import BackendError
 from pipeline.events import (
+    Bus,
     CommentaryAudio,
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
     ErrorEvent,
-    EventBus,
     Metrics,
     ModeChanged,
+    Trigger,
 )
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile, build_prompt
+from pipeline.scheduler import PRIORITY, Scheduler, Ticket, scheduler_for
 from pipeline.speech.engines import Speech
 from pipeline.speech.gate import SpeechGate
 from pipeline.speech.sentences import end_at_sentence
@@ -71,13 +73,14 @@ class Commentator:
         self,
         hub: FrameHub,
         backend: Backend,
-        bus: EventBus,
+        bus: Bus,
         profile: Profile,
         tuning: Tuning,
         instructions: str = "",
         on_exit: Callable[[], None] | None = None,
         gate: SpeechGate | None = None,
         model_voice: bool = False,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.hub = hub
         self.backend = backend
@@ -86,7 +89,6 @@ class Commentator:
         self.tuning = tuning
         self.mode = "idle"
         self.comments = 0
-        self.skipped_busy = 0  # beats skipped because a shared engine was saturated
         self.failed: str | None = None
         self._recent: deque[str] = deque(maxlen=max(tuning.context_comments, 1))
         self._instructions: deque[str] = deque([instructions] if instructions else [], maxlen=MAX_INSTRUCTIONS)
@@ -102,6 +104,7 @@ class Commentator:
         self.gate = gate  # when speech is on: no new comment while the last one is still to be spoken
         self.model_voice = model_voice  # the backend's own voice goes on the bus as audio events
         self.stream_id = uuid.uuid4().hex  # unique for the process's life: backends key session state on it
+        self.scheduler = scheduler or scheduler_for(backend)  # one queue for everyone who shares the backend
 
     # --- live controls (any thread) ---
     def set_profile(self, profile: Profile) -> None:
@@ -163,7 +166,7 @@ class Commentator:
                 self._update_mode(now)
                 trigger = self._due(now)
                 if trigger:
-                    self._comment(trigger, frame)
+                    self._take_turn(trigger)
                 elif self.hub.ended:
                     return
         except Exception as exc:  # never die silently: the consumer must hear about it
@@ -189,8 +192,8 @@ class Commentator:
             reason = "motion" if active else f"still for {tuning.idle_after:g}s"
             self.bus.publish(ModeChanged(t=now, mode=mode, reason=reason))
 
-    def _due(self, now: float) -> str:
-        """The trigger for a comment now ('start', 'feed_back', 'scene_cut', 'active', 'heartbeat'), or ''.
+    def _due(self, now: float) -> Trigger | None:
+        """The trigger for a comment now ('start', 'feed_back', 'scene_cut', 'active', 'heartbeat'), or None.
 
         Nothing while the source is stalled or reconnecting: the picture is frozen, not still."""
         tuning = self.tuning
@@ -199,7 +202,7 @@ class Commentator:
             return "start"
         since = now - self._last_comment
         if self.hub.in_gap or since < tuning.min_interval or (self.gate is not None and not self.gate.is_open()):
-            return ""  # a cut waits in the hub, so the comment after the gate opens is about the new scene
+            return None  # a cut waits in the hub, so the comment after the gate opens is about the new scene
         if (outage := self.hub.take_return()) is not None:
             self._outage = outage
             return "feed_back"
@@ -209,12 +212,37 @@ class Commentator:
                 return "scene_cut"
         if self.mode == "active":
             interval = max(tuning.min_interval, tuning.active_interval / (1.0 + tuning.density * self.hub.score.weight))
-            return "active" if since >= interval else ""
+            return "active" if since >= interval else None
         if tuning.heartbeat > 0 and since >= tuning.heartbeat:
             return "heartbeat"
-        return ""
+        return None
 
-    def _comment(self, trigger: str, newest: Frame) -> None:
+    def _take_turn(self, trigger: Trigger) -> None:
+        """Wait for the backend's scheduler to give this camera a turn, then comment on the newest frames.
+
+        While it waits, a scene cut makes the request a cut (more urgent); stopping withdraws it."""
+        ticket = self.scheduler.ask(self.stream_id, trigger)
+        while not ticket.wait(0.1):
+            if self._stop.is_set():
+                self.scheduler.withdraw(ticket)
+                return
+            if (latest := self.hub.latest) is not None:
+                self._update_mode(latest.media_time)
+            if PRIORITY[ticket.trigger] > PRIORITY["scene_cut"] and self.hub.peek_cut() is not None:
+                self.hub.take_cut()
+                if self.tuning.comment_on_cut:
+                    self.scheduler.ask(self.stream_id, "scene_cut")
+        first_token: float | None = None
+        try:
+            newest = self.hub.latest
+            if newest is not None and not self._stop.is_set():
+                first_token = self._comment(ticket, newest)
+        finally:
+            self.scheduler.finish(ticket, first_token)
+
+    def _comment(self, ticket: Ticket, newest: Frame) -> float | None:
+        """One comment on the frames up to ``newest``; returns the model's time to first token (s)."""
+        trigger = ticket.trigger
         triggered = time.time()
         with self._lock:
             profile, tuning = self.profile, self.tuning
@@ -223,7 +251,7 @@ class Commentator:
         self.comments += 1
         comment_id = self.comments
         self._last_comment = newest.media_time
-        stages: dict[str, float] = {}
+        stages: dict[str, float] = {"queue_wait_ms": ticket.queue_wait * 1000}
 
         mark = time.perf_counter()
         limit = min(tuning.max_frames, self.backend.capabilities.max_frames)
@@ -264,7 +292,7 @@ class Commentator:
         text, first_delta, error = self._stream(request, comment_id, t)
         text = end_at_sentence(text)
         if error:
-            reason = error  # "error", or "busy" when a shared engine had no room for this beat
+            reason = error
         elif request.cancel.is_set():
             reason = "cancelled"
         else:
@@ -286,8 +314,11 @@ class Commentator:
         stages["frames"] = float(len(frames))
         stages["scene_score_ms"] = 1000 * self.hub.scoring_seconds / max(self.hub.scored, 1)
         stages["bus_dropped"] = float(sum(self.bus.dropped().values()))
-        stages["skipped_busy"] = float(self.skipped_busy)
+        stages["bus_backlog"] = float(self.bus.backlog())
+        if (switch := self.scheduler.cost.seconds) is not None:
+            stages["switch_cost_ms"] = switch * 1000
         self.bus.publish(Metrics(t=t, comment_id=comment_id, stages={k: round(v, 2) for k, v in stages.items()}))
+        return model_ttft if model_ttft > 0 else None
 
     def _audio_sink(self, comment_id: int, t: float) -> Callable[[Speech], None]:
         def publish(speech: Speech) -> None:
@@ -298,7 +329,7 @@ class Commentator:
         return publish
 
     def _stream(self, request: CommentRequest, comment_id: int, t: float) -> tuple[str, float | None, str]:
-        """Run the backend: (text, wall time of the first shown delta, "" or why it failed: error/busy).
+        """Run the backend: (text, wall time of the first shown delta, "" or "error" when it failed).
 
         Deltas are held back until real words appear, so a "..." answer never flashes up."""
         text, first_delta = "", None
@@ -315,9 +346,6 @@ class Commentator:
                     self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=text.lstrip()))
                 elif first_delta is not None:
                     self.bus.publish(CommentaryDelta(t=t, comment_id=comment_id, text=delta))
-        except BackendBusy:
-            self.skipped_busy += 1
-            return text, first_delta, "busy"
         except BackendError as exc:
             if exc.transient:  # the engine is away for now: say so, try again at the next beat
                 self.bus.publish(ErrorEvent(t=t, message=str(exc), fatal=False))

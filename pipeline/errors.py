@@ -25,10 +25,3 @@ class BackendError(OnlookerError):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-class BackendBusy(BackendError):
-    """The shared engine is saturated: this comment skips a beat rather than queue stale frames."""
-
-    def __init__(self, message: str = "the engine is busy with other sessions; skipped this beat") -> None:
-        super().__init__(message, transient=True)

@@ -18,9 +18,9 @@ import dataclasses
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -32,14 +32,30 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
 
 
+SourceState = Literal["idle", "connecting", "live", "stalled", "reconnecting", "ended", "failed"]
+Trigger = Literal["start", "feed_back", "scene_cut", "active", "heartbeat"]  # why a comment is asked for
+Delivery = Literal["always", "merge", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraTag:
+    """Which camera an event is about: ``id`` is stable (events files, recordings, rules key on it),
+    ``name`` is what people read (by default the source's name, credentials masked)."""
+
+    id: str
+    name: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """Base of all bus events: ``t`` is media time (s), ``wall`` is Unix time."""
+    """Base of all bus events: ``t`` is media time (s), ``wall`` is Unix time, ``camera`` names the camera
+    (None for events about the whole session)."""
 
     type: ClassVar[str] = "event"
-    delivery: ClassVar[str] = "always"  # to a consumer that lags: always, merge or drop (see the module doc)
+    delivery: ClassVar[Delivery] = "always"  # to a consumer that lags: always, merge or drop (see the module doc)
     t: float
     wall: float = field(default_factory=time.time)
+    camera: CameraTag | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping with ``type`` first, as the ``--events`` file contract requires."""
@@ -51,7 +67,7 @@ class SourceStatus(Event):
     """Source state: connecting, live, stalled, reconnecting, ended or failed (with ``detail``)."""
 
     type: ClassVar[str] = "source_status"
-    state: str
+    state: SourceState
     detail: str = ""
     source: str = ""
 
@@ -79,7 +95,7 @@ class CommentaryStarted(Event):
 
     type: ClassVar[str] = "commentary_start"
     comment_id: int
-    trigger: str
+    trigger: Trigger
     frames: int
     frame_wall: float = 0.0  # Unix time the newest frame arrived, for "speech behind the picture"
 
@@ -89,7 +105,7 @@ class CommentaryDelta(Event):
     """A streamed piece of the comment's text."""
 
     type: ClassVar[str] = "commentary_delta"
-    delivery: ClassVar[str] = "merge"
+    delivery: ClassVar[Delivery] = "merge"
     comment_id: int
     text: str
 
@@ -109,7 +125,7 @@ class CommentaryAudio(Event):
     """A chunk of the model's own voice for a comment (backends that speak, e.g. MiniCPM-o)."""
 
     type: ClassVar[str] = "commentary_audio"
-    delivery: ClassVar[str] = "drop"
+    delivery: ClassVar[Delivery] = "drop"
     comment_id: int
     sample_rate: int
     samples: np.ndarray = field(repr=False)
@@ -120,6 +136,7 @@ class CommentaryAudio(Event):
             "type": self.type,
             "t": self.t,
             "wall": self.wall,
+            "camera": dataclasses.asdict(self.camera) if self.camera else None,
             "comment_id": self.comment_id,
             "seconds": round(len(self.samples) / self.sample_rate, 3),
         }
@@ -184,13 +201,15 @@ class ErrorEvent(Event):
 
 
 MERGE_LOOKBACK = 256  # queued events searched for a delta of the same comment to merge into
+Accepts = Callable[["Event"], bool]
 
 
 class Subscription:
     """One consumer's bounded view of the bus; iterate it, or ``get`` with a timeout."""
 
-    def __init__(self, name: str, maxsize: int) -> None:
+    def __init__(self, name: str, maxsize: int, accepts: Accepts | None = None) -> None:
         self.name = name
+        self.accepts = accepts  # which events this consumer wants (None: all); the rest never queue
         self.dropped: Counter[str] = Counter()  # high-rate events lost to lag, by type
         self.merged = 0  # text deltas folded into the one before them
         self._droppable = 0  # "drop" events queued: no scan for one when there is none
@@ -200,6 +219,8 @@ class Subscription:
         self._closed = False
 
     def _put(self, event: Event) -> None:
+        if self.accepts is not None and not self.accepts(event):
+            return
         with self._cond:
             if self._closed:
                 return
@@ -252,6 +273,12 @@ class Subscription:
         with self._cond:
             return self._closed and not self._items
 
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet taken: how far this consumer lags."""
+        with self._cond:
+            return len(self._items)
+
     def __iter__(self) -> Iterator[Event]:
         while True:
             event = self.get()
@@ -268,8 +295,8 @@ class EventBus:
         self._lock = threading.Lock()
         self._closed = False
 
-    def subscribe(self, name: str, maxsize: int = 1024) -> Subscription:
-        sub = Subscription(name, maxsize)
+    def subscribe(self, name: str, maxsize: int = 1024, accepts: Accepts | None = None) -> Subscription:
+        sub = Subscription(name, maxsize, accepts)
         with self._lock:
             if self._closed:
                 sub.close()
@@ -290,7 +317,34 @@ class EventBus:
         for sub in subs:
             sub.close()
 
+    def unsubscribe(self, sub: Subscription) -> None:
+        """A consumer leaves (it failed or was closed): nothing more queues for it."""
+        sub.close()
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
     def dropped(self) -> dict[str, int]:
         """High-rate events lost per slow subscriber, for the metrics stream."""
         with self._lock:
             return {s.name: s.dropped.total() for s in self._subs if s.dropped}
+
+    def backlog(self) -> int:
+        """The longest queue of any subscriber: how far the slowest consumer lags, for the metrics."""
+        with self._lock:
+            subs = list(self._subs)
+        return max((s.backlog for s in subs), default=0)
+
+
+class Bus(Protocol):
+    """What producers and consumers need of a bus: the session's ``EventBus`` or one camera's view of it."""
+
+    def publish(self, event: Event) -> None: ...
+
+    def subscribe(self, name: str, maxsize: int = 1024, accepts: Accepts | None = None) -> Subscription: ...
+
+    def unsubscribe(self, sub: Subscription) -> None: ...
+
+    def dropped(self) -> dict[str, int]: ...
+
+    def backlog(self) -> int: ...

@@ -2,20 +2,20 @@
 on an OpenAI-compatible server (summarise them, translate them, or decide whether something needs
 attention), and its answer goes on the bus as an ``Opinion`` event.
 
-It runs on its own thread and never holds up the commentary: while it is waiting for an answer,
+It is a bus consumer (``pipeline.consumers.base``) and never holds up the commentary: while it is waiting for an answer,
 new comments keep arriving and are part of the next request.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.consumers.base import Consumer
 from pipeline.errors import ConfigError
-from pipeline.events import CommentaryFinished, ErrorEvent, EventBus, Opinion
+from pipeline.events import CommentaryFinished, ErrorEvent, Event, Opinion
 from pipeline.sources.urls import mask_url
 
 if TYPE_CHECKING:
@@ -71,44 +71,46 @@ class OpinionOptions:
         )
 
 
-class SecondOpinion:
-    """Owns the ``second-opinion`` thread; it ends when the bus closes or ``stop`` is called."""
+class SecondOpinion(Consumer):
+    """A consumer: asks on its own thread, so the commentary never waits; one window of recent comments
+    per camera, and each answer names the camera it is about."""
 
-    def __init__(self, bus: EventBus, options: OpinionOptions) -> None:
+    name = "second-opinion"
+    wants = (CommentaryFinished,)
+
+    def __init__(self, options: OpinionOptions) -> None:
         import openai
 
-        self.bus = bus
+        super().__init__()
         self.options = options
         self.prompt = task_prompt(options.task)
         self._client = openai.OpenAI(
             base_url=options.base_url, api_key=options.api_key or "not-needed", timeout=TIMEOUT, max_retries=1
         )
-        self._sub = bus.subscribe("second-opinion", maxsize=10_000)
-        self._recent: deque[str] = deque(maxlen=WINDOW)
-        self._thread = threading.Thread(target=self._run, name="second-opinion", daemon=True)
+        self._recent: dict[str | None, deque[str]] = {}
+        self._fresh: dict[str | None, int] = {}
 
-    def start(self) -> None:
-        self._thread.start()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SecondOpinion | None:
+        options = OpinionOptions.from_settings(settings)
+        return cls(options) if options is not None else None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._sub.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def handle(self, event: Event) -> None:
+        if not isinstance(event, CommentaryFinished) or event.suppressed:
+            return
+        camera = event.camera.id if event.camera else None
+        self._recent.setdefault(camera, deque(maxlen=WINDOW)).append(event.text)
+        self._fresh[camera] = self._fresh.get(camera, 0) + 1
+        if self._fresh[camera] >= self.options.every:
+            self._fresh[camera] = 0
+            self._ask(event, self._recent[camera])
+
+    def ended(self) -> None:
         self._client.close()
 
-    def _run(self) -> None:
-        fresh = 0
-        for event in self._sub:
-            if not isinstance(event, CommentaryFinished) or event.suppressed:
-                continue
-            self._recent.append(event.text)
-            fresh += 1
-            if fresh >= self.options.every:
-                fresh = 0
-                self._ask(event.t)
-
-    def _ask(self, t: float) -> None:
-        lines = "\n".join(f"- {text}" for text in self._recent)
+    def _ask(self, about: CommentaryFinished, recent: deque[str]) -> None:
+        lines = "\n".join(f"- {text}" for text in recent)
+        t, camera = about.t, about.camera
         try:
             reply = self._client.chat.completions.create(
                 model=self.options.model,
@@ -118,9 +120,10 @@ class SecondOpinion:
             )
         except Exception as exc:  # a second opinion never stops the commentary
             where = mask_url(self.options.base_url)
-            self.bus.publish(ErrorEvent(t=t, message=f"second opinion from {where} failed: {type(exc).__name__}"))
+            message = f"second opinion from {where} failed: {type(exc).__name__}"
+            self.publish(ErrorEvent(t=t, camera=camera, message=message))
             return
         text = (reply.choices[0].message.content or "").strip() if reply.choices else ""
         if text:
             alert = self.options.task == "alert" and text.upper().startswith("ALERT")
-            self.bus.publish(Opinion(t=t, task=self.options.task, text=text, alert=alert))
+            self.publish(Opinion(t=t, camera=camera, task=self.options.task, text=text, alert=alert))

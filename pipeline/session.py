@@ -1,23 +1,39 @@
-"""One viewer's pipeline: source → hub → commentator → bus, started and torn down together."""
+"""A session: one bus, one or more cameras on it, and the consumers that listen, started and ended together.
+
+It is built in one place, ``build_session``, from the run's settings plus the consumers the front end
+brings (the CLI's transcript printer and events file, the web page's chat and status feeds); consumers
+that come from settings (a second opinion, later the recorder and alerts) are added from
+``pipeline.consumers.REGISTRY``. The bus closes once every camera is done (its commentary ended and
+everything was said), and the consumers then drain what is queued and end.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterable
+
 from pipeline.backends.base import Backend
+from pipeline.camera import Camera, CameraSpec
 from pipeline.commentator import Commentator
-from pipeline.config import Tuning
-from pipeline.events import ErrorEvent, EventBus, SourceStatus
-from pipeline.frames import Frame
+from pipeline.config import Settings, Tuning
+from pipeline.consumers import consumers_from_settings
+from pipeline.consumers.base import Consumer
+from pipeline.events import CameraTag, EventBus
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile
-from pipeline.second_opinion import OpinionOptions, SecondOpinion
 from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 from pipeline.speech.gate import SpeechGate
-from pipeline.speech.speaker import Speaker, SpeechOptions
+from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
 
 
 class Session:
-    """Owns every thread it starts; ``stop`` ends them all. The backend is shared, not owned."""
+    """Owns every thread it starts; ``stop`` ends them all. Backends are shared, not owned.
+
+    The arguments describe the first camera; ``add_camera`` adds more before ``start``. ``hub``,
+    ``commentator``, ``speaker``, ``gate``, ``source`` and ``watchdog`` are the first camera's (the web
+    app and the CLI run one)."""
 
     def __init__(
         self,
@@ -27,95 +43,137 @@ class Session:
         instructions: str = "",
         stall_after: float = STALL_AFTER,
         speech: SpeechOptions | None = None,
-        opinion: OpinionOptions | None = None,
+        consumers: Iterable[Consumer] = (),
+        on_audio: Callable[[AudioOut], None] | None = None,
+        name: str = "",
     ) -> None:
-        self.stall_after = stall_after
-        self.watchdog: StallWatchdog | None = None
         self.bus = EventBus()
-        self.hub = FrameHub(self.bus, tuning)
-        self.gate = SpeechGate(speech.pause) if speech else None
-        self.commentator = Commentator(
-            self.hub,
-            backend,
-            self.bus,
-            profile,
-            tuning,
-            instructions,
-            on_exit=self._ended,
-            gate=self.gate,
-            model_voice=speech is not None and speech.engine is None,
-        )
-        self.speaker = (
-            Speaker(self.bus, self.gate, speech, lambda: self.commentator.profile.voice, self.media_now, self.bus.close)
-            if speech and self.gate
-            else None
-        )
-        self.second_opinion = SecondOpinion(self.bus, opinion) if opinion else None
-        self.source: Source | None = None
+        self.cameras: list[Camera] = []
+        self.consumers: list[Consumer] = []
+        self._started = False
+        self._lock = threading.Lock()
+        self.add_camera(CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name), on_audio)
+        for consumer in consumers:
+            self.add_consumer(consumer)
 
-    def start(self, source: Source) -> None:
-        """Start reading ``source`` and commenting on it (a Session runs one source, once)."""
-        if self.source is not None:
-            raise RuntimeError("a session runs one source; create a new Session for another")
-        self.source = source
-        self.watchdog = StallWatchdog(source, self.stall_after)
-        if self.speaker is not None:
-            self.speaker.start()
-        if self.second_opinion is not None:
-            self.second_opinion.start()
-        self.commentator.start()
-        self.watchdog.start()
-        source.start(self._on_frame, self._on_status)
+    def add_camera(self, spec: CameraSpec, on_audio: Callable[[AudioOut], None] | None = None) -> Camera:
+        """Another camera on this session's bus (before ``start``); its id must be unique here."""
+        if self._started:
+            raise RuntimeError("cameras are added before the session starts")
+        camera = Camera(self.bus, spec, self._camera_done, on_audio)
+        if spec.id and any(c.tag.id == spec.id for c in self.cameras):
+            raise ValueError(f"camera id '{spec.id}' is already in this session")
+        self.cameras.append(camera)
+        return camera
 
-    def _on_frame(self, frame: Frame) -> None:
-        self.hub.push(frame)
-        if self.watchdog is not None:
-            self.watchdog.frame_arrived()
+    def add_consumer(self, consumer: Consumer) -> None:
+        """A consumer of every camera's events (before ``start``, so it misses none)."""
+        if self._started:
+            raise RuntimeError("consumers are added before the session starts")
+        consumer.attach(self.bus)
+        self.consumers.append(consumer)
+
+    def start(self, *sources: Source) -> None:
+        """Start the consumers, then each camera on its source, in order (a session runs once)."""
+        if self._started:
+            raise RuntimeError("a session runs once; create a new Session for another run")
+        if len(sources) != len(self.cameras):
+            raise ValueError(f"this session has {len(self.cameras)} camera(s) and was given {len(sources)} source(s)")
+        self._started = True
+        for consumer in self.consumers:
+            consumer.start()
+        taken: set[str] = set()
+        for camera, source in zip(self.cameras, sources, strict=True):
+            tag = camera.tag_for(source)
+            number = 1
+            while tag.id in taken:  # two cameras on the same source: -2, -3…
+                number += 1
+                tag = CameraTag(f"{camera.tag_for(source).id}-{number}", tag.name)
+            taken.add(tag.id)
+            camera.start(source, tag)
+
+    def _camera_done(self, _camera: Camera) -> None:
+        with self._lock:
+            finished = all(c.done for c in self.cameras)
+        if finished:
+            self.bus.close()  # consumers drain what is queued, then end
+
+    # --- the first camera, for the one-camera front ends ---
+    @property
+    def camera(self) -> Camera:
+        return self.cameras[0]
+
+    @property
+    def hub(self) -> FrameHub:
+        return self.camera.hub
+
+    @property
+    def commentator(self) -> Commentator:
+        return self.camera.commentator
+
+    @property
+    def speaker(self) -> Speaker | None:
+        return self.camera.speaker
+
+    @property
+    def gate(self) -> SpeechGate | None:
+        return self.camera.gate
+
+    @property
+    def source(self) -> Source | None:
+        return self.camera.source
+
+    @property
+    def watchdog(self) -> StallWatchdog | None:
+        return self.camera.watchdog
 
     def media_now(self) -> float:
-        """Media time of the newest frame (0 before the first)."""
-        return self.hub.latest.media_time if self.hub.latest else 0.0
-
-    def _on_status(self, state: str, detail: str) -> None:
-        source = self.source
-        name = source.display_name if source else ""
-        t = self.media_now()
-        self.bus.publish(SourceStatus(t=t, state=state, detail=detail, source=name))
-        if state in ("stalled", "reconnecting"):
-            self.hub.mark_gap()
-        if state == "failed":
-            self.bus.publish(ErrorEvent(t=t, message=detail, fatal=True))
-        if state in ("ended", "failed"):
-            self.hub.mark_ended()
-
-    def _ended(self) -> None:
-        """The commentator finished (end of source, fatal error or stop): the speaker says what is
-        left, then consumers drain and stop."""
-        if self.speaker is not None and self.speaker.running:
-            self.speaker.finish()  # it closes the bus when it is done
-        else:
-            self.bus.close()
+        return self.camera.media_now()
 
     @property
     def error(self) -> str | None:
-        """Why the session failed, or None if it ended normally (or is still running)."""
-        if self.source is not None and self.source.error:
-            return self.source.error
-        return self.commentator.failed
+        """Why the session failed (the first camera that failed), or None if it ended normally."""
+        return next((c.error for c in self.cameras if c.error), None)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop generation, the source and the bus; joins every thread. Safe to call twice."""
-        self.commentator.stop(timeout)
-        if self.watchdog is not None:
-            self.watchdog.stop()
-        if self.source is not None:
-            self.source.stop(timeout)
+        """Stop every camera, close the bus and stop the consumers; joins every thread. Safe to call twice."""
+        for camera in self.cameras:
+            camera.stop(timeout)
         self.bus.close()
-        if self.speaker is not None:
-            self.speaker.stop(timeout)
-        if self.second_opinion is not None:
-            self.second_opinion.stop(timeout)
+        for consumer in self.consumers:
+            consumer.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the commentary loop has ended; True when it has."""
-        return self.commentator.join(timeout)
+        """Block until every camera's commentary has ended; True when it has."""
+        return all(camera.commentator.join(timeout) for camera in self.cameras)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until the session is over: every camera done and every consumer ended; True when it is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for consumer in self.consumers:
+            if not consumer.join(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
+                return False
+        return all(camera.done for camera in self.cameras)
+
+
+def build_session(
+    settings: Settings,
+    backend: Backend,
+    profile: Profile,
+    tuning: Tuning,
+    *,
+    speech: SpeechOptions | None = None,
+    consumers: Iterable[Consumer] = (),
+    on_audio: Callable[[AudioOut], None] | None = None,
+) -> Session:
+    """The one place a session is made: one camera from the run's settings, the front end's consumers and
+    the consumers the settings ask for (``pipeline.consumers.REGISTRY``)."""
+    return Session(
+        backend,
+        profile,
+        tuning,
+        settings.instructions,
+        speech=speech,
+        consumers=[*consumers, *consumers_from_settings(settings)],
+        on_audio=on_audio,
+    )

@@ -26,7 +26,9 @@ from pipeline.runconfig import load_run_config
 from pipeline.sources.guard import is_loopback
 from webui import handlers
 from webui.channel import serve_tab
-from webui.sessions import MODES, SessionManager, limit_malloc_arenas
+from webui.memory import limit_malloc_arenas
+from webui.sessions import SessionManager
+from webui.sources import MODES
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ goes to the live area (``problem``), so it is said once, where the picture would
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from pipeline.consumers.base import Consumer
 from pipeline.events import (
     CommentaryDelta,
     CommentaryFinished,
@@ -21,6 +23,7 @@ from pipeline.events import (
     SourceStatus,
     clock,
 )
+from webui.channel import TabChannel
 
 MODE_NOTES = {"active": "things are moving: commenting more often", "idle": "quiet scene: commenting less often"}
 
@@ -57,3 +60,22 @@ def chat_op(event: Event) -> dict[str, Any] | None:
     if (text := note_text(event)) is not None:
         return {"type": "note", "text": text}
     return None
+
+
+class ChatFeed(Consumer):
+    """A tab's chat: every event's page operation, in order, to one run of the tab's channel. When the bus
+    closes on its own (the source ended and everything was said), the page hears that the run ended, with
+    ``error()``'s reason if it failed; after a Stop it hears nothing more."""
+
+    name = "chat"
+
+    def __init__(self, channel: TabChannel, run: int, error: Callable[[], str | None]) -> None:
+        super().__init__()
+        self.channel, self.run, self.error = channel, run, error
+
+    def handle(self, event: Event) -> None:
+        if (op := chat_op(event)) is not None:
+            self.channel.send(op, self.run)
+
+    def drain(self) -> None:
+        self.channel.send({"type": "ended", "error": self.error() or ""}, self.run)

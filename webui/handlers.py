@@ -17,7 +17,8 @@ import gradio as gr
 import numpy as np
 
 from pipeline.errors import OnlookerError
-from webui.sessions import SessionManager, SourceRequest
+from webui.sessions import SessionManager
+from webui.sources import SourceRequest
 from webui.status import device_summary, render_status
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import html
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from pipeline.consumers.base import Consumer
+from pipeline.events import CommentaryFinished, Event, Metrics, ModeChanged, SourceStatus
 
 
 @dataclass
 class StatusSnapshot:
-    """What the strip shows for one viewer; filled by the viewer's monitor thread."""
+    """What the strip shows for one viewer; filled by its ``StatusFeed``."""
 
     source: str = "idle"
     mode: str = "idle"
@@ -18,6 +22,30 @@ class StatusSnapshot:
     latency_ms: float | None = None
     source_lag_ms: float | None = None  # camera → decoded, where the stream carries the capture time
     comments: int = 0
+
+
+class StatusFeed(Consumer):
+    """The numbers of a tab's status strip, from the bus; each comment's latency also goes to
+    ``on_latency`` (the live view's sync delay)."""
+
+    name = "status"
+    wants = (SourceStatus, ModeChanged, Metrics, CommentaryFinished)
+
+    def __init__(self, snapshot: StatusSnapshot, on_latency: Callable[[float], None]) -> None:
+        super().__init__()
+        self.snapshot, self.on_latency = snapshot, on_latency
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, SourceStatus):
+            self.snapshot.source = event.state
+        elif isinstance(event, ModeChanged):
+            self.snapshot.mode = event.mode
+        elif isinstance(event, Metrics) and "frame_to_first_delta_ms" in event.stages:
+            latency = event.stages["frame_to_first_delta_ms"]
+            self.snapshot.latency_ms = latency
+            self.on_latency(latency / 1000)
+        elif isinstance(event, CommentaryFinished) and not event.suppressed:
+            self.snapshot.comments += 1
 
 
 def device_summary() -> str:

@@ -58,6 +58,12 @@ class Backend(ABC):
 
     name: ClassVar[str]
     capabilities: Capabilities = Capabilities()
+    keeps_stream_state: ClassVar[bool] = False  # model state per stream (a KV cache): switching streams costs
+
+    @property
+    def parallel(self) -> int:
+        """Requests it serves at once; the scheduler in front of it (``pipeline.scheduler``) keeps to it."""
+        return 1
 
     @classmethod
     @abstractmethod

@@ -8,9 +8,9 @@ a server that ignores images (llama.cpp's server without ``--mmproj`` drops them
 prompt costs the same with or without the picture) is refused with that reason instead of
 commenting blind.
 
-Many sessions share one engine: at most ``max_in_flight`` requests run at once, and a session that
-finds no room skips that beat (``BackendBusy``) rather than queue frames that would be stale by the
-time they are answered. A request that fails before its first token (connection refused, 5xx, 429)
+Many cameras share one engine: the scheduler in front of it (``pipeline.scheduler``) runs at most
+``max_in_flight`` requests at once (``parallel``) and queues the rest by urgency, each with the
+newest frames when its turn comes. A request that fails before its first token (connection refused, 5xx, 429)
 is retried with backoff; an engine that is down is reported as transient, so sessions keep going
 and recover when it returns. Cancelling closes the HTTP stream.
 """
@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.backends.worker import stream_generation
-from pipeline.errors import BackendBusy, BackendError, ConfigError
+from pipeline.errors import BackendError, ConfigError
 from pipeline.frames import Frame
 from pipeline.sources.urls import mask_url
 
@@ -163,7 +163,6 @@ class OpenAICompatible(Backend):
         self.retries = retries
         self.max_in_flight = max_in_flight
         self.send_video = send_video
-        self._slots = threading.BoundedSemaphore(max_in_flight)
         timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=max(token_timeout, first_token_timeout), write=30, pool=5)
         self._client: openai.OpenAI | None = openai.OpenAI(
             base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
@@ -188,6 +187,11 @@ class OpenAICompatible(Backend):
             max_in_flight=settings.max_in_flight,
             send_video=settings.send_video,
         )
+
+    @property
+    def parallel(self) -> int:
+        """Requests the engine is given at once (``--max-in-flight``), over every camera and tab."""
+        return self.max_in_flight
 
     @property
     def client(self) -> openai.OpenAI:
@@ -245,31 +249,26 @@ class OpenAICompatible(Backend):
 
     # --- commentary ---
     def stream(self, request: CommentRequest) -> Iterator[str]:
-        """Text deltas over SSE; at most ``max_in_flight`` at once across sessions (else BackendBusy)."""
+        """Text deltas over SSE. How many run at once is the scheduler's business (``parallel``)."""
         client = self.client
         if request.cancel.is_set():
             return
-        if not self._slots.acquire(blocking=False):
-            raise BackendBusy(f"all {self.max_in_flight} request slots of the server are busy; skipped this beat")
-        try:
-            request.timings["model_start"] = time.perf_counter()
-            messages = build_messages(request, self.image_max_side, self.jpeg_quality, self.send_video)
-            request.timings["encoded"] = time.perf_counter()
-            for attempt in range(self.retries + 1):
-                produced = False
-                try:
-                    for text in self._attempt(client, request, messages):
-                        produced = True
-                        request.timings.setdefault("model_first_token", time.perf_counter())
-                        yield text
+        request.timings["model_start"] = time.perf_counter()
+        messages = build_messages(request, self.image_max_side, self.jpeg_quality, self.send_video)
+        request.timings["encoded"] = time.perf_counter()
+        for attempt in range(self.retries + 1):
+            produced = False
+            try:
+                for text in self._attempt(client, request, messages):
+                    produced = True
+                    request.timings.setdefault("model_first_token", time.perf_counter())
+                    yield text
+                return
+            except BackendError as exc:
+                if produced or not exc.transient or attempt == self.retries or request.cancel.is_set():
+                    raise
+                if request.cancel.wait(min(0.5 * 2**attempt, 4.0) * (0.5 + random.random())):
                     return
-                except BackendError as exc:
-                    if produced or not exc.transient or attempt == self.retries or request.cancel.is_set():
-                        raise
-                    if request.cancel.wait(min(0.5 * 2**attempt, 4.0) * (0.5 + random.random())):
-                        return
-        finally:
-            self._slots.release()
 
     def _attempt(self, client: openai.OpenAI, request: CommentRequest, messages: list[dict[str, Any]]) -> Iterator[str]:
         """One streamed request, read in a worker thread so cancellation and timeouts act at once."""
@@ -310,7 +309,7 @@ class OpenAICompatible(Backend):
 
         yield from stream_generation(
             produce,
-            lock=threading.Lock(),  # requests run side by side; the slots above bound them
+            lock=threading.Lock(),  # requests run side by side; the scheduler bounds how many
             cancel=request.cancel,
             token_timeout=self.token_timeout,
             first_timeout=self.first_token_timeout,

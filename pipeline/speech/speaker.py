@@ -1,11 +1,12 @@
-"""A session's voice: turns comments into one paced, ordered audio stream.
+"""A camera's voice: turns its comments into one paced, ordered audio stream.
 
-The speaker reads the bus. Each sentence of a comment is synthesised as soon as it is complete
-(so speech starts before the comment ends), resampled to one rate, levelled and queued. Audio of
-the comment being spoken goes out at once; the next comment's audio waits until the current one
-is about to end, then follows after the breathing pause — unless it went stale meanwhile (the
-scene cut after its frames, or it waited too long), in which case it is dropped. Audio leaves in
-steady chunks (``ChunkBuffer``) through ``take``/``outputs``; the playback clock is the shared
+The speaker is a bus consumer (``pipeline.consumers.base``) of one camera's events. Each sentence of
+a comment is synthesised as soon as it is complete (so speech starts before the comment ends),
+resampled to one rate, levelled and queued. Audio of the comment being spoken goes out at once; the
+next comment's audio waits until the current one is about to end, then follows after the breathing
+pause — unless it went stale meanwhile (the scene cut after its frames, or it waited too long), in
+which case it is dropped. Audio leaves in steady chunks (``ChunkBuffer``) to ``on_audio`` (the
+player) or, without one, through ``take``/``outputs``; the playback clock is the shared
 ``SpeechGate``, which also paces the commentator.
 
 Text engines synthesise a whole sentence before it is queued: its length books the playback clock
@@ -22,18 +23,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
+from pipeline.consumers.base import Consumer
 from pipeline.errors import OnlookerError
 from pipeline.events import (
+    Bus,
     CommentaryAudio,
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
     ErrorEvent,
     Event,
-    EventBus,
     SceneCut,
     SpeechEnded,
     SpeechSkipped,
@@ -105,19 +108,24 @@ class _Comment:
     ends_at: float = 0.0
 
 
-class Speaker:
-    """Owns the ``speaker`` thread; ``stop`` ends it at once, a closed bus lets it finish speaking."""
+class Speaker(Consumer):
+    """A camera's voice; ``stop`` ends it at once, ``finish`` (or a closed bus) lets it finish speaking.
+    Audio goes to ``on_audio`` on the speaker's thread, or (without it) to ``take``/``outputs``."""
+
+    name = "speaker"
+    wants = (CommentaryStarted, CommentaryDelta, CommentaryAudio, CommentaryFinished, SceneCut)
+    tick: ClassVar[float | None] = POLL
 
     def __init__(
         self,
-        bus: EventBus,
+        bus: Bus,
         gate: SpeechGate,
         options: SpeechOptions,
         profile_voice: Callable[[], Voice],
         media_now: Callable[[], float],
-        on_exit: Callable[[], None] | None = None,
+        on_audio: Callable[[AudioOut], None] | None = None,
     ) -> None:
-        self.bus = bus
+        super().__init__()
         self.gate = gate
         self.engine = options.engine
         self.voice_name = options.voice
@@ -126,7 +134,6 @@ class Speaker:
         self.media_now = media_now
         self.muted = False
         self.level = LevelKeeper()
-        self._sub = bus.subscribe("speaker", maxsize=10_000)
         self._comments: dict[int, _Comment] = {}
         self._pending: deque[_Piece] = deque()
         self._current: int | None = None
@@ -135,26 +142,9 @@ class Speaker:
         self._buffer = ChunkBuffer()
         self._sent_until = 0.0  # clock time the audio already sent ends
         self._out: queue.Queue[AudioOut | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._finishing = threading.Event()
-        self._on_exit = on_exit or (lambda: None)
+        self._on_audio = on_audio
         self._lock = threading.Lock()  # engine/voice/mute changes vs the speaker thread
-        self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
-
-    # --- ownership ---
-    def start(self) -> None:
-        self._thread.start()
-
-    def finish(self) -> None:
-        """The comments are over (the source ended): speak what is queued, then end."""
-        self._finishing.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop now (unspoken audio is dropped) and join the thread."""
-        self._stop.set()
-        self._sub.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self.attach(bus)
 
     # --- live controls (any thread) ---
     def set_muted(self, muted: bool) -> None:
@@ -196,37 +186,25 @@ class Speaker:
         while (chunk := self.take()) is not None:
             yield chunk
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
+    # --- the consumer's hooks, on its thread ---
+    def handle(self, event: Event) -> None:
+        with self._lock:
+            self._handle(event)
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the speaker to finish on its own (the bus closed); True when it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def idle(self) -> None:
+        with self._lock:
+            self._pump(draining=False)
 
-    # --- the thread ---
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                event = self._sub.get(timeout=POLL)
-                if event is not None:
-                    with self._lock:
-                        self._handle(event)
-                elif self._sub.closed or self._finishing.is_set():
-                    break
-                with self._lock:
-                    self._pump(draining=False)
-            if not self._stop.is_set():
-                with self._lock:
-                    self._pump(draining=True)  # the source ended: say what is left, then finish
-        except Exception as exc:  # never die silently: tell the UI, release the commentator
-            log.exception("speaker crashed")
-            self.bus.publish(ErrorEvent(t=self.media_now(), message=f"speech stopped: {type(exc).__name__}: {exc}"))
-            self.gate.silence_now()
-        finally:
-            self._out.put(None)
-            self._on_exit()
+    def drain(self) -> None:
+        """The comments are over (the source ended): say what is left, then finish."""
+        with self._lock:
+            self._pump(draining=True)
+
+    def on_failure(self) -> None:
+        self.gate.silence_now()  # the commentator must not wait for speech that will never come
+
+    def ended(self) -> None:
+        self._out.put(None)
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, CommentaryStarted):
@@ -270,7 +248,7 @@ class Speaker:
         try:
             chunks = list(engine.stream(sentence, self.voice()))
         except OnlookerError as exc:
-            self.bus.publish(ErrorEvent(t=comment.t, message=f"speech failed: {exc}"))
+            self.publish(ErrorEvent(t=comment.t, message=f"speech failed: {exc}"))
             return
         if not chunks:
             return
@@ -299,7 +277,7 @@ class Speaker:
         self._pending = deque(p for p in self._pending if p.comment_id != comment.comment_id)
         self.gate.settle(comment.comment_id)
         if reason not in ("muted", "nothing to say") and comment.pieces:
-            self.bus.publish(SpeechSkipped(t=comment.t, comment_id=comment.comment_id, reason=reason))
+            self.publish(SpeechSkipped(t=comment.t, comment_id=comment.comment_id, reason=reason))
         self._comments.pop(comment.comment_id, None)
 
     def _stale(self, comment: _Comment, now: float) -> str:
@@ -332,7 +310,7 @@ class Speaker:
             self._send(self._buffer.flush())
         while self._ends and (draining or now >= self._ends[0].ends_at):
             ended = self._ends.popleft()
-            self.bus.publish(SpeechEnded(t=self.media_now(), comment_id=ended.comment_id))
+            self.publish(SpeechEnded(t=self.media_now(), comment_id=ended.comment_id))
 
     def _begin(self, comment: _Comment, piece: _Piece, now: float) -> None:
         """A new comment starts speaking: breathing pause first, then its audio."""
@@ -340,7 +318,7 @@ class Speaker:
         comment.started = True
         self._emit(silence(self.gate.pause_needed()))
         start = self.gate.until if self.gate.until > now else now
-        self.bus.publish(
+        self.publish(
             SpeechStarted(
                 t=comment.t,
                 comment_id=comment.comment_id,
@@ -374,4 +352,8 @@ class Speaker:
         now = time.monotonic()
         starts = max(self._sent_until, now)
         self._sent_until = starts + len(chunk) / OUTPUT_RATE
-        self._out.put(AudioOut(starts, self.media_now() + (starts - now), OUTPUT_RATE, chunk))
+        out = AudioOut(starts, self.media_now() + (starts - now), OUTPUT_RATE, chunk)
+        if self._on_audio is not None:
+            self._on_audio(out)
+        else:
+            self._out.put(out)
