@@ -1,7 +1,7 @@
 """Per-stage latency and the pipeline's own overhead, with a tiny random VLM on CPU.
 
 Plays a generated clip with a hard cut every second through the real pipeline (file source →
-hub → commentator → transformers backend). Overhead = time from the commentator deciding to
+hub → commentator → scheduler → transformers backend). Overhead = time from the commentator deciding to
 speak to the first delta on the bus, minus the model's own time to first token; for cut-triggered
 comments also from the frame leaving the decoder. Goal: <= 20 ms overhead at the median.
 """
@@ -70,6 +70,7 @@ def main() -> None:
         "first_delta_ms": summary(stage("first_delta_ms")),
         "total_ms": summary(stage("total_ms")),
         "frame_age_ms": summary(stage("frame_age_ms")),
+        "queue_wait_ms (the scheduler: asked for a turn → granted)": summary(stage("queue_wait_ms")),
         "scene_score_ms_per_frame": summary(stage("scene_score_ms")),
         "overhead_ms (trigger→first delta − model TTFT)": summary(stage("overhead_ms")),
         "frame_overhead_ms (frame→first delta − model TTFT)": summary(frame_overhead),

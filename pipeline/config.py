@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     )
     jpeg_quality: int = Field(80, ge=30, le=100, description="openai: JPEG quality of the frames sent")
     image_max_side: int = Field(768, ge=64, le=4096, description="openai: longest side of the frames sent, pixels")
-    max_in_flight: int = Field(4, ge=1, le=256, description="openai: requests the scheduler gives the engine at once, over all cameras and tabs")
+    max_in_flight: int = Field(
+        4, ge=1, le=256, description="openai: requests at once over all cameras and tabs (the scheduler)"
+    )
     send_video: bool = Field(False, description="openai: send the frames as one video_url part (vLLM)")
     retries: int = Field(2, ge=0, le=10, description="openai: retries (with backoff) of a failed request")
     second_opinion_url: str | None = Field(

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 from pipeline.errors import SourceError
+from pipeline.events import SourceState
 from pipeline.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ RECONNECT_BASE = 1.0  # seconds before the first retry (at most; jitter takes up
 RECONNECT_CAP = 15.0  # the longest wait between retries
 
 FrameSink = Callable[[Frame], None]
-StatusSink = Callable[[str, str], None]
+StatusSink = Callable[[SourceState, str], None]
 
 
 class Source(ABC):
@@ -39,7 +40,7 @@ class Source(ABC):
     def __init__(self, uri: str, source_id: str | None = None) -> None:
         self.uri = uri
         self.source_id = source_id or uri
-        self.state = "idle"
+        self.state: SourceState = "idle"
         self.error: str | None = None
         # The reader and the stall watchdog both report: state changes and their callbacks go one at a time.
         self._state_lock = threading.RLock()
@@ -88,13 +89,13 @@ class Source(ABC):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def report(self, state: str, detail: str = "") -> None:
+    def report(self, state: SourceState, detail: str = "") -> None:
         """Publish a status change (connecting, live, stalled, reconnecting, ended, failed)."""
         with self._state_lock:
             self.state = state
             self._on_status(state, detail)
 
-    def report_if(self, expected: str, state: str, detail: str = "") -> bool:
+    def report_if(self, expected: SourceState, state: SourceState, detail: str = "") -> bool:
         """Report ``state`` only if the source is still in ``expected``, checked and changed at once, so
         the watchdog's "stalled" cannot land after the reader's "reconnecting" or "failed"."""
         with self._state_lock:
