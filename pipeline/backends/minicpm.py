@@ -114,6 +114,7 @@ class MiniCPM(Backend):
     """One MiniCPM model shared by all sessions (they take turns)."""
 
     name = "minicpm"
+    keeps_stream_state = True  # one streaming session (KV cache) per model: the scheduler keeps a camera warm
 
     def __init__(
         self,

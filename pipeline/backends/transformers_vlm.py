@@ -131,6 +131,7 @@ class TransformersVLM(Backend):
     """A vision-language model run in-process by ``transformers``; one model shared by all sessions."""
 
     name = "transformers"
+    keeps_stream_state = True  # the KV cache kept across comments is one stream's: the scheduler keeps a camera warm
 
     def __init__(
         self,
