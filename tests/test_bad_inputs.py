@@ -39,7 +39,8 @@ from pipeline.sources.decode import MAX_SIDE
 from pipeline.sources.file import FileSource
 from pipeline.sources.mjpeg import MjpegSource
 from pipeline.sources.resolve import open_source
-from webui.sessions import SessionManager, SourceRequest, UploadLimits
+from webui.sessions import SessionManager
+from webui.sources import SourceRequest, UploadLimits
 
 SECRET = "s3cret-pw"
 

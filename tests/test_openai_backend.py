@@ -18,11 +18,12 @@ from scripted_backend import ScriptedBackend
 from pipeline.backends.base import CommentRequest
 from pipeline.backends.openai_compat import THREAD_NAME, OpenAICompatible, build_messages, encode_frame
 from pipeline.config import load_presets
-from pipeline.errors import BackendBusy, BackendError
+from pipeline.errors import BackendError
 from pipeline.events import CommentaryFinished, ErrorEvent, Opinion
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts, load_profiles
-from pipeline.second_opinion import OpinionOptions
+from pipeline.scheduler import scheduler_for
+from pipeline.second_opinion import OpinionOptions, SecondOpinion
 from pipeline.session import Session
 from pipeline.sources.file import FileSource
 
@@ -130,15 +131,20 @@ def test_a_slow_first_token_is_a_timeout_that_names_its_setting(server):
         slow.close()
 
 
-def test_a_saturated_engine_makes_a_session_skip_a_beat(server):
+def test_a_saturated_engine_makes_a_camera_wait_for_a_slot_instead_of_skipping(server):
     one_slot = OpenAICompatible(server.base_url, max_in_flight=1)
+    scheduler = scheduler_for(one_slot)
     try:
-        first = one_slot.stream(request(max_tokens=64))
-        assert next(first)  # holds the only slot while it streams
-        with pytest.raises(BackendBusy):
-            next(one_slot.stream(request()))
-        first.close()
-        assert list(one_slot.stream(request()))  # the slot is free again
+        assert scheduler.slots == 1
+        first = scheduler.ask("camera-a", "active")
+        stream = one_slot.stream(request(max_tokens=64))
+        assert first.granted is not None and next(stream)  # holds the only slot while it streams
+        second = scheduler.ask("camera-b", "active")
+        assert second.granted is None  # it waits; the beat is not lost
+        stream.close()
+        scheduler.finish(first)
+        assert second.wait(5) and list(one_slot.stream(request()))  # its turn, with the newest frames
+        scheduler.finish(second)
     finally:
         one_slot.close()
 
@@ -201,7 +207,7 @@ def test_a_second_opinion_comes_back_as_an_event(server, short_video):
     options = OpinionOptions(server.base_url, server.model_id, task="summary", every=2)
     backend = ScriptedBackend([f"Comment number {n} about a new thing." for n in range(50)])
     tuning = load_presets().presets["sniper"].model_copy(update={"min_interval": 0.1, "active_interval": 0.2})
-    session = Session(backend, load_profiles()["narrator"], tuning, opinion=options)
+    session = Session(backend, load_profiles()["narrator"], tuning, consumers=[SecondOpinion(options)])
     events = session.bus.subscribe("test", maxsize=10_000)
     session.start(FileSource(str(short_video), loop=True))
     try:

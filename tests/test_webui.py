@@ -32,7 +32,8 @@ from webui.app import PIPELINE_THREAD_PREFIXES
 from webui.channel import parse_audio
 from webui.chat import chat_op
 from webui.live import LiveView
-from webui.sessions import SessionManager, SourceRequest
+from webui.sessions import SessionManager
+from webui.sources import SourceRequest
 from webui.status import StatusSnapshot, render_status
 
 
@@ -339,7 +340,7 @@ def test_a_shared_app_refuses_internal_urls_and_starts_nothing(tmp_path, monkeyp
 def test_url_sources_get_the_checked_address_and_the_rtsp_transport() -> None:
     from pipeline.sources.guard import UrlGuard
     from pipeline.sources.stream import StreamSource
-    from webui.sessions import make_source
+    from webui.sources import make_source
 
     request = SourceRequest("URL", url="rtsp://cam.example.com:8554/live")
     local = make_source(request, UrlGuard.build(False), "udp")
