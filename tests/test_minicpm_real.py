@@ -156,7 +156,8 @@ def test_only_imports_the_environment_switches_off_are_left_out_of_the_import_ch
 @pytest.mark.parametrize("flags", [["--vision-only"], []], ids=["vision-only", "omni"])
 def test_headless_cli_comments_on_a_real_video(o45, tmp_path, flags):
     """`python app.py --headless --backend minicpm --model DIR --device cpu` prints comments, no error."""
-    clip = write_video(tmp_path / "clip.mp4", [Segment(2.0, 0, moving=True), Segment(2.0, 1, moving=True)])
+    # 6 s of real-time video: room for two comments of a random model on a loaded 2-core machine
+    clip = write_video(tmp_path / "clip.mp4", [Segment(3.0, 0, moving=True), Segment(3.0, 1, moving=True)])
     events = tmp_path / "events.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONLOOKER_")}
     args = ["--headless", "--backend", "minicpm", "--model", str(o45("omni")), "--device", "cpu"]
