@@ -46,6 +46,7 @@ from PIL import Image
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.backends.hf_loading import locate_model, pick_dtype, resolve_device
 from pipeline.backends.prefill import FrameKey, frame_key, starts_over
+from pipeline.backends.transformers_loading import load_vlm
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
 from pipeline.frames import Frame
@@ -56,30 +57,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "onlooker-transformers-generate"
-# Enough to load any transformers model; skips *.bin/*.pth/*.gguf/ONNX duplicates that can be many GB.
 # Sampling knobs that only warn when greedy decoding meets a model's sampling defaults.
 SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 # Model types checked to prefill frames into a kept cache exactly (see the module docstring), with their names.
 INCREMENTAL_TYPES = {"llava": "LLaVA", "qwen2_vl": "Qwen2-VL", "idefics3": "Idefics3"}
 INCREMENTAL = "incremental prefill"
-
-
-def _model_kind(config: Any) -> str:
-    """Say what a non image-text-to-text model is, so the user knows why it was refused."""
-    from transformers.models.auto import modeling_auto as auto
-
-    kinds = [
-        ("MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", "an image-to-text (captioning) model without chat support"),
-        ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "a text-only language model"),
-        ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "a text-only sequence-to-sequence model"),
-        ("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "a speech-to-text model"),
-        ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "an image-classification model"),
-        ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "a masked (fill-in-the-blank) language model"),
-    ]
-    for mapping, kind in kinds:
-        if config.model_type in getattr(auto, mapping, {}):
-            return kind
-    return "not an image-text-to-text model"
 
 
 @dataclass
@@ -150,7 +132,7 @@ class TransformersVLM(Backend):
         self.device = resolve_device(device)
         self.dtype = pick_dtype(self.device)
         self.path = locate_model(model)
-        self._processor, self._model = self._load(self.path)
+        self._processor, self._model = load_vlm(model, self.path, self.dtype, self.device)
         self._tokenizer = self._processor.tokenizer
         # Some tokenizers emit token_type_ids that generate() rejects as unused unless forward() takes them.
         self._drop_token_type_ids = "token_type_ids" not in inspect.signature(self._model.forward).parameters
@@ -180,60 +162,6 @@ class TransformersVLM(Backend):
             checked = ", ".join(INCREMENTAL_TYPES.values())
             return f"full prefill: only {checked} are checked to prefill frames one at a time exactly, not {self._type}"
         return INCREMENTAL
-
-    def _load(self, path: Path) -> tuple[Any, Any]:
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-        if not (path / "config.json").is_file():
-            hint = " (it holds GGUF files, which this backend cannot load)" if any(path.glob("*.gguf")) else ""
-            raise BackendError(f"'{path}' is not a transformers model directory: it has no config.json{hint}")
-        try:
-            config = AutoConfig.from_pretrained(path)
-        except (ValueError, KeyError) as exc:
-            import transformers
-
-            message = " ".join(str(exc).split())
-            if "trust_remote_code" in message:
-                raise BackendError(
-                    f"model '{self.model_id}' needs its own Python code (trust_remote_code), which this backend "
-                    "does not run; pick a model supported by transformers itself"
-                ) from None
-            raise BackendError(
-                f"model '{self.model_id}' has a model type that transformers {transformers.__version__} does not "
-                f"know ({message}); upgrade transformers or pick another model"
-            ) from None
-        except OSError as exc:
-            raise BackendError(f"model '{self.model_id}': cannot read config.json ({exc})") from None
-        if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-            archs = ", ".join(getattr(config, "architectures", None) or []) or "unknown architecture"
-            raise BackendError(
-                f"model '{self.model_id}' is {_model_kind(config)} (model_type '{config.model_type}', {archs}); "
-                "the transformers backend needs an image-text-to-text (vision-language) model, "
-                "e.g. Qwen/Qwen2-VL-2B-Instruct"
-            )
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"model '{self.model_id}': cannot load its processor ({exc})") from None
-        if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-            raise BackendError(f"model '{self.model_id}' has no image processor, so it cannot take frames")
-        if not getattr(processor, "chat_template", None):
-            raise BackendError(f"model '{self.model_id}' has no chat template; use an instruction-tuned (chat) model")
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(
-                path, torch_dtype=self.dtype, device_map={"": str(self.device)}
-            )
-        except torch.cuda.OutOfMemoryError:
-            raise BackendError(
-                f"model '{self.model_id}' does not fit in the memory of {self.device}; pick a smaller model"
-            ) from None
-        except (OSError, ValueError, RuntimeError, ImportError) as exc:
-            raise BackendError(
-                f"model '{self.model_id}': cannot load its weights ({' '.join(str(exc).split())})"
-            ) from None
-        model.eval()
-        return processor, model
 
     @property
     def description(self) -> str:
