@@ -1,8 +1,8 @@
 """Finding and placing a local model, for both in-process backends (``transformers`` and ``minicpm``).
 
 A model is a local folder or a Hugging Face hub id found in (or fetched into) the standard cache; it
-runs on a device the user names or ``auto`` picks, in the precision that device is built for. Every
-failure is one BackendError line that says what to do.
+runs on a device the user names or ``auto`` picks, in the precision that device is built for, with
+the fastest attention installed. Every failure is one BackendError line that says what to do.
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def pick_attention(requested: str) -> str:
+    """``--attn`` as given, or for ``auto`` FlashAttention 2 where it is installed and PyTorch's SDPA otherwise."""
+    if requested != "auto":
+        return requested
+    from transformers.utils import is_flash_attn_2_available
+
+    return "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
 
 
 def _looks_like_path(model: str) -> bool:

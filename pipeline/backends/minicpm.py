@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
-from pipeline.backends.hf_loading import locate_model, resolve_device
+from pipeline.backends.hf_loading import locate_model, pick_attention, resolve_device
 from pipeline.backends.minicpm_checkpoints import (
     check_transformers,
     choose_precision,
@@ -55,8 +55,9 @@ from pipeline.backends.minicpm_text import (
     text_tokens,
     to_speech,
 )
+from pipeline.backends.minicpm_voice import VOICE_PIP, default_voice, read_reference, voice_unavailable
 from pipeline.backends.prefill import PrefillLedger
-from pipeline.backends.remote_code import quiet_transformers, settings_aware_import_check
+from pipeline.backends.remote_code import load_remote_model, quiet_transformers
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError
 from pipeline.frames import Frame
@@ -75,39 +76,6 @@ DEFAULT_MODEL = "openbmb/MiniCPM-o-4_5"
 TURN_TOKENS = 6  # what opens a new user turn after a reply: <|tts_eos|><|im_end|>\n<|im_start|>user\n
 FRAMES_PER_GROUP = 3  # MiniCPM-V 4.5 packs frames into 3D-resampler groups; the card packs 3
 ASR_PROMPT = "Please listen to the audio snippet carefully and transcribe the content.\n"
-
-
-VOICE_PIP = "minicpmo-utils[all]>=1.0.2"  # Step-Audio's Token2wav vocoder (`from stepaudio2 import Token2wav`)
-# The voices the published repository ships under assets/, tried in this order when no profile gives one.
-DEFAULT_VOICES = (
-    "assets/HT_ref_audio.wav",
-    "assets/system_ref_audio.wav",
-    "assets/ref_audio/ref_minicpm_signature.wav",
-)
-
-
-def load_remote_model(path: Path, dtype: torch.dtype, attn: str, vision_only: bool, device: torch.device) -> Any:
-    """``AutoModel.from_pretrained`` with the model's own code, as the model card loads it."""
-    from transformers import AutoModel
-
-    kwargs: dict[str, Any] = {"trust_remote_code": True, "attn_implementation": attn, "torch_dtype": dtype}
-    if vision_only:
-        kwargs.update(init_vision=True, init_audio=False, init_tts=False)
-    with settings_aware_import_check(), quiet_transformers():
-        model = AutoModel.from_pretrained(str(path), **kwargs)
-    if not hasattr(model, "tokenizer"):  # MiniCPM-V's chat needs one passed in; o-4.5 loads its own
-        from transformers import AutoTokenizer
-
-        model.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
-    return model.eval().to(device)
-
-
-def pick_attention(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    from transformers.utils import is_flash_attn_2_available
-
-    return "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
 
 
 class MiniCPM(Backend):
@@ -172,7 +140,8 @@ class MiniCPM(Backend):
                 self._model.init_streaming_processor()  # o-4.5 makes it on first use; its tokenizer is needed now
         processor = getattr(self._model, "processor", None)
         self.markup = Markup(getattr(processor, "tokenizer", None) or getattr(self._model, "tokenizer", None))
-        self.voice_error = self._voice_unavailable(vision_only)
+        speechless = vision_only or (self.variant is not None and self.variant.family == "v") or not self.streaming
+        self.voice_error = voice_unavailable(self._model, speechless, self.uses_chat)
         if not self.voice_error:
             self._init_voice(reference_audio)
         if self.hears:
@@ -184,16 +153,6 @@ class MiniCPM(Backend):
             max_frames=16,
         )
         self.warmup_s = self._compile() if compile_model else 0.0
-
-    def _voice_unavailable(self, vision_only: bool) -> str:
-        """Why the model's own voice cannot be used here ("" when it can be tried)."""
-        if vision_only or (self.variant is not None and self.variant.family == "v") or not self.streaming:
-            return "vision-only model: speech comes from the fallback engine"
-        if self.uses_chat:
-            return "--no-incremental-prefill uses the model's chat(), which does not stream its voice; using espeak-ng"
-        if not hasattr(self._model, "tts"):
-            return "this checkpoint has no speech module (init_tts is off in its config); using espeak-ng"
-        return ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MiniCPM:
@@ -225,31 +184,11 @@ class MiniCPM(Backend):
 
     def _set_reference(self, reference_audio: str | None) -> None:
         """Voice the model speaks with: a profile's reference clip, or one the checkpoint ships."""
-        clip = reference_audio or self._default_voice()
+        clip = reference_audio or default_voice(self.path)
         self._model.init_token2wav_cache(prompt_speech_16k=self._reference(clip))
         self._voice_ref = reference_audio
 
-    def _default_voice(self) -> str:
-        for name in DEFAULT_VOICES:
-            if (self.path / name).is_file():
-                return str(self.path / name)
-        raise BackendError(
-            f"no voice to speak with: '{self.path}' has none of {', '.join(DEFAULT_VOICES)} and the profile "
-            "gives no voice clip (voice.reference_audio)"
-        )
-
-    @staticmethod
-    def _reference(path: str) -> np.ndarray:
-        """A voice clip (WAV, FLAC, OGG) as mono float32 at 16 kHz, what the model's voice cloning takes."""
-        import soundfile
-        import soxr
-
-        try:
-            samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-            raise BackendError(f"voice clip '{path}' is not a readable audio file ({exc})") from None
-        mono = samples.mean(axis=1)
-        return soxr.resample(mono, rate, 16_000).astype(np.float32) if rate != 16_000 else mono
+    _reference = staticmethod(read_reference)  # a voice clip as the model's voice cloning takes it
 
     def _compile(self) -> float:
         """torch.compile the language model, then warm it up with a 4-token comment on a black frame

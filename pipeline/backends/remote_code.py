@@ -5,7 +5,8 @@ when one is missing. It skips imports inside ``try`` and ``if is_flash_attn...()
 imports behind a setting: MiniCPM-o 4.5 imports ``flag_gems`` only when ``USE_FLAGOS=1``, so every
 user without FlagGems would be told to install a Triton kernel library the model never touches.
 :func:`settings_aware_import_check` narrows the check to what the file imports with the environment
-as it is; the model's code itself is left exactly as published.
+as it is; the model's code itself is left exactly as published. :func:`load_remote_model` loads such
+a model (MiniCPM-o, MiniCPM-V) the way its model card does, with the check narrowed and loading quiet.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def imports_switched_off(source: str, environ: dict[str, str] | None = None) -> set[str]:
@@ -104,3 +109,19 @@ def quiet_transformers() -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(level)
         remote.setLevel(remote_level)
+
+
+def load_remote_model(path: Path, dtype: torch.dtype, attn: str, vision_only: bool, device: torch.device) -> Any:
+    """``AutoModel.from_pretrained`` with the model's own code, as the model card loads it."""
+    from transformers import AutoModel
+
+    kwargs: dict[str, Any] = {"trust_remote_code": True, "attn_implementation": attn, "torch_dtype": dtype}
+    if vision_only:
+        kwargs.update(init_vision=True, init_audio=False, init_tts=False)
+    with settings_aware_import_check(), quiet_transformers():
+        model = AutoModel.from_pretrained(str(path), **kwargs)
+    if not hasattr(model, "tokenizer"):  # MiniCPM-V's chat needs one passed in; o-4.5 loads its own
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    return model.eval().to(device)
