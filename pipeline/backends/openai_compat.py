@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import cv2
-import httpx
 import numpy as np
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
@@ -163,7 +162,9 @@ class OpenAICompatible(Backend):
         self.retries = retries
         self.max_in_flight = max_in_flight
         self.send_video = send_video
-        timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=max(token_timeout, first_token_timeout), write=30, pool=5)
+        # openai.Timeout is the HTTP library's own (httpx up to openai 2, httpx2 from openai 3): either works.
+        read = max(token_timeout, first_token_timeout)
+        timeout = openai.Timeout(connect=CONNECT_TIMEOUT, read=read, write=30, pool=5)
         self._client: openai.OpenAI | None = openai.OpenAI(
             base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
         )
