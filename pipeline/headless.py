@@ -52,7 +52,8 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
     choice = create_backend(settings)
     notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
     speech = speech_options(settings, choice.backend, notes) if settings.audio_out else None
-    consumers: list[Consumer] = [TranscriptPrinter(out, notes)]
+    printer = TranscriptPrinter(out, notes)
+    consumers: list[Consumer] = [printer]
     if settings.events:
         consumers.append(EventsFile(settings.events))
     narration = NarrationTrack()
@@ -78,11 +79,16 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         session.start(source)
         try:
             while not session.join(0.5):  # the bus closes when the source ends; Ctrl-C stops at once
-                pass
+                if printer.output_closed or printer.failed:  # a headless run is for its transcript
+                    break
         except KeyboardInterrupt:
             notes.write("· stopped\n")
             return 0
         session.stop()
+        if printer.output_closed:
+            return 0  # `| head` read what it wanted: end quietly, like any Unix filter
+        if printer.failed:
+            raise OnlookerError(printer.failed)
         if session.error:
             raise OnlookerError(session.error)
     return 0

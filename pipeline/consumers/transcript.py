@@ -1,7 +1,13 @@
-"""The CLI's live transcript: commentary to one stream (pipe-friendly), notes to another."""
+"""The CLI's live transcript: commentary to one stream (pipe-friendly), notes to another.
+
+When the reader of the transcript goes away (``| head`` has what it wanted, a closed terminal), the
+printer ends and says so in ``output_closed``; the CLI then ends the run instead of commenting to nobody.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TextIO
 
 from pipeline.consumers.base import Consumer
@@ -39,8 +45,18 @@ class TranscriptPrinter(Consumer):
     def __init__(self, out: TextIO, notes: TextIO) -> None:
         super().__init__()
         self.out, self.notes = out, notes
+        self.output_closed = False
 
     def handle(self, event: Event) -> None:
+        if self.output_closed:
+            return
+        try:
+            self._write(event)
+        except BrokenPipeError:
+            self.output_closed = True
+            _silence_broken(self.out, self.notes)
+
+    def _write(self, event: Event) -> None:
         if isinstance(event, CommentaryStarted):
             self.out.write(f"[{clock(event.t)}] ")
         elif isinstance(event, CommentaryDelta):
@@ -59,3 +75,17 @@ class TranscriptPrinter(Consumer):
             self.notes.write(f"· error: {event.message}\n")
         self.out.flush()
         self.notes.flush()
+
+
+def _silence_broken(*streams: TextIO) -> None:
+    """Point a closed standard stream at /dev/null, so Python's flush at exit prints no traceback about the
+    pipe (the fix the Python docs give for SIGPIPE); a stream that still has its reader keeps it."""
+    for stream in streams:
+        if stream not in (sys.stdout, sys.stderr):
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
