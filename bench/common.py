@@ -11,9 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-for path in (ROOT, ROOT / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:  # the repository: ``pipeline`` and ``tests.helpers``
+    sys.path.insert(0, str(ROOT))
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 from common import report, summary
-from minicpm_o45 import build_tiny_model, decode_plain_tokens
-from tiny_models import SEED, LlavaSize, build_tiny_llava
 
 from pipeline.backends.base import Backend, CommentRequest
 from pipeline.backends.minicpm import MiniCPM
 from pipeline.backends.transformers_vlm import TransformersVLM
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
+from tests.helpers.minicpm_o45 import build_tiny_model, decode_plain_tokens
+from tests.helpers.tiny_models import SEED, LlavaSize, build_tiny_llava
 
 SIZES = range(1, 17)
 SHOWN = (1, 2, 4, 8, 16)  # rows printed; every size goes into the JSON

@@ -47,12 +47,12 @@ import cv2
 import numpy as np
 import psutil
 from common import report, summary
-from media import scene_background
 
 from pipeline.backends.base import create_backend
 from pipeline.config import load_presets, load_settings
 from pipeline.hub import FrameHub
 from pipeline.prompts import load_profiles
+from tests.helpers.media import scene_background
 from webui import app as webapp
 from webui.live import LiveView
 from webui.sessions import SessionManager
@@ -210,8 +210,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds at the start left out of the figures")
     parser.add_argument("--screenshot", type=Path, help="save a screenshot of the page here")
     args = parser.parse_args()
-    from browser import chromium_available, free_port, launch_browser  # tests/ is on sys.path once common is in
     from playwright.sync_api import expect, sync_playwright
+
+    from tests.helpers.browser import (  # the repository is on sys.path once common is in
+        chromium_available,
+        free_port,
+        launch_browser,
+    )
 
     if not chromium_available():
         raise SystemExit("/usr/bin/chromium is missing (Debian package 'chromium')")

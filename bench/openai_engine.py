@@ -5,7 +5,7 @@ the loopback HTTP round trip). Goal: overhead <= 10 ms per 1280x720 frame.
     python bench/openai_engine.py                          # starts llama-cpp-python on the tiny test model
     python bench/openai_engine.py --base-url http://host:8000/v1 --seconds 60   # your own engine
 
-Without --base-url it serves the tiny random Qwen2-VL the tests build (``tests/gguf_models.py``), which
+Without --base-url it serves the tiny random Qwen2-VL the tests build (``tests/helpers/gguf_models.py``), which
 needs ``scripts/setup.sh --dev``; the figures then describe the plumbing, not a real model.
 """
 
@@ -127,8 +127,8 @@ def engine(base_url: str | None) -> Iterator[str]:
     if base_url:
         yield base_url
         return
-    from gguf_models import tiny_gguf_qwen2vl
-    from llama_server import LlamaServer
+    from tests.helpers.gguf_models import tiny_gguf_qwen2vl
+    from tests.helpers.llama_server import LlamaServer
 
     model, mmproj = tiny_gguf_qwen2vl()
     with LlamaServer(model, mmproj) as server:

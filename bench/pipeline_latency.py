@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from common import report, summary
-from media import Segment, write_video
-from tiny_models import build_tiny_qwen2vl
 
 from pipeline.backends.base import CommentRequest
 from pipeline.backends.transformers_vlm import TransformersVLM
@@ -26,6 +24,8 @@ from pipeline.frames import Frame
 from pipeline.prompts import PromptParts, load_profiles
 from pipeline.session import Session
 from pipeline.sources.file import FileSource
+from tests.helpers.media import Segment, write_video
+from tests.helpers.tiny_models import build_tiny_qwen2vl
 
 
 def warm_up(backend: TransformersVLM) -> None:

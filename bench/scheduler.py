@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from common import report, summary
-from minicpm_o45 import build_tiny_model, decode_plain_tokens
 
 from pipeline.backends.base import CommentRequest
 from pipeline.backends.minicpm import MiniCPM
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
 from pipeline.scheduler import Scheduler
+from tests.helpers.minicpm_o45 import build_tiny_model, decode_plain_tokens
 
 SYSTEM = "You are a live commentator. Describe the scene briefly."
 NEW_TOKENS = 10

@@ -1,8 +1,8 @@
 """Live-source benchmark: source lag at 720p30 for RTSP and MJPEG, reconnect time, CPU per stream.
 
 Source lag is frame captured by the camera → frame handed to the hub, read from the capture clock
-each test camera draws into its pictures (``tests/camera_clock.py``): the RTSP camera is GStreamer's
-RTSP server (``tests/rtsp_camera.py --clock``), the MJPEG camera a separate Python process that
+each test camera draws into its pictures (``tests/helpers/camera_clock.py``): the RTSP camera is GStreamer's
+RTSP server (``tests/helpers/rtsp_camera.py --clock``), the MJPEG camera a separate Python process that
 JPEG-encodes each frame the moment it draws it. Reconnect time is how long after the camera is
 back (or after the source's next scheduled try, whichever is later) the first frame arrives. CPU is
 this process's while only the source runs (reader thread, FFmpeg's decoder threads, colour
@@ -25,14 +25,13 @@ from pathlib import Path
 from common import report, summary  # first: puts the repository and tests/ on sys.path
 
 # isort: split
-from camera_clock import draw_clock, read_clock
-from mjpeg_server import Handler, MjpegTestServer, free_port, multipart
-from stream_servers import ServerProcess, rtsp_camera, rtsp_camera_available
-
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.mjpeg import MjpegSource
 from pipeline.sources.stream import StreamSource
+from tests.helpers.camera_clock import draw_clock, read_clock
+from tests.helpers.mjpeg_server import Handler, MjpegTestServer, free_port, multipart
+from tests.helpers.stream_servers import ServerProcess, rtsp_camera, rtsp_camera_available
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 GOALS = {

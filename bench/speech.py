@@ -48,8 +48,6 @@ from pathlib import Path
 
 import numpy as np
 from common import report, summary
-from listening import voiced_spans
-from media import Segment, write_video
 
 from pipeline.backends.opencv_narrator import OpenCVNarrator
 from pipeline.config import load_presets, load_settings
@@ -67,6 +65,8 @@ from pipeline.sources.file import FileSource
 from pipeline.speech.espeak import EspeakEngine
 from pipeline.speech.sentences import SentenceSplitter
 from pipeline.speech.speaker import AudioOut, SpeechOptions
+from tests.helpers.listening import voiced_spans
+from tests.helpers.media import Segment, write_video
 
 PAUSE = 0.3
 MAX_WAIT = 4.0

@@ -32,7 +32,8 @@ from pathlib import Path
 import httpx
 import psutil
 from common import report, summary
-from media import Segment, write_video
+
+from tests.helpers.media import Segment, write_video
 
 RECORD_JS = """() => ({heard: onlooker.heard, tap: onlooker.tapBlocks, run: onlooker.run, state: onlooker.state,
   dropped: onlooker.dropped, reconnects: onlooker.reconnects, message: document.getElementById('live-msg').innerText,
@@ -83,8 +84,9 @@ def settle_rss(pid: int, seconds: float = 20.0) -> float:
 
 
 def run(minutes: float, tabs: int) -> None:
-    from browser import AppServer, chromium_available, launch_browser
     from playwright.sync_api import expect, sync_playwright
+
+    from tests.helpers.browser import AppServer, chromium_available, launch_browser
 
     if not chromium_available():
         raise SystemExit("/usr/bin/chromium is missing (Debian package 'chromium')")

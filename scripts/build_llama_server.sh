@@ -2,7 +2,7 @@
 # Builds (once) and installs the real engine the OpenAI-compatible backend's tests run against:
 # llama-cpp-python's server, compiled CPU-only from its sdist into a cached wheel, plus the server extras.
 # It also keeps the Python half of the vendored llama.cpp (convert_hf_to_gguf.py, conversion/, gguf-py/)
-# next to the wheel, which tests/gguf_models.py uses to turn the tiny Qwen2-VL into model.gguf + mmproj.gguf.
+# next to the wheel, which tests/helpers/gguf_models.py uses to turn the tiny Qwen2-VL into model.gguf + mmproj.gguf.
 #
 #   scripts/build_llama_server.sh            # build if needed, install, print the vendored llama.cpp path
 #   ONLOOKER_WHEEL_CACHE=/some/dir scripts/build_llama_server.sh

@@ -8,12 +8,12 @@ For a user with an NVIDIA GPU (this project's CI has none). Two ways to run it:
   load time, peak VRAM, time to first token, tokens per second, time to first audio and per-comment
   latency, plus how the per-comment cost behaves as the window fills (flat with incremental prefill).
 * ``--random-weights``: no download and no multi-GB write. Builds the full-size MiniCPM-o 4.5
-  architecture from the model's own code (tests/minicpm_o45.py) with random BF16 weights made on the
+  architecture from the model's own code (tests/helpers/minicpm_o45.py) with random BF16 weights made on the
   GPU, and drives the real backend with it (bench/results/gpu_smoke_random.json): build time, peak
   VRAM, prefill time per frame, time to first token, decode tokens/s at a fixed length, per-comment
   latency as the window grows 1 → 16 frames (incremental prefill vs a full re-prefill every comment)
   and time to the first audio chunk. The text is garbage, the timings are the model's. The Step-Audio
-  Token2wav vocoder's weights are not available, so a test double (tests/token2wav_double.py) returns
+  Token2wav vocoder's weights are not available, so a test double (tests/helpers/token2wav_double.py) returns
   a tone at once: audio timings cover the LLM and the real MiniCPMTTS up to its audio tokens, not the
   vocoder's synthesis.
 
@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import report, summary  # noqa: E402
-from media import Segment, write_video  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.backends.base import CommentRequest  # noqa: E402
@@ -61,8 +60,9 @@ from pipeline.session import Session  # noqa: E402
 from pipeline.sources.file import FileSource  # noqa: E402
 from pipeline.speech.engines import Speech  # noqa: E402
 from pipeline.speech.speaker import SpeechOptions  # noqa: E402
-from tests import token2wav_double  # noqa: E402
-from tests.minicpm_o45 import TINY, Size, build_model_folder, decode_plain_tokens  # noqa: E402
+from tests.helpers import token2wav_double  # noqa: E402
+from tests.helpers.media import Segment, write_video  # noqa: E402
+from tests.helpers.minicpm_o45 import TINY, Size, build_model_folder, decode_plain_tokens  # noqa: E402
 
 # The published checkpoint's sizes. Sources (third-party copies are named as such):
 FULL = Size(

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))  # ``pipeline`` and ``tests.helpers``
 
-from media import Segment, write_video  # noqa: E402
+from tests.helpers.media import Segment, write_video  # noqa: E402
 
 # Static, then motion, then cuts between scenes: the default "known content" clip (14 s).
 STORY = [
@@ -44,10 +43,10 @@ def short_video(media_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random faster-whisper model built offline (``tests/tiny_whisper.py``)."""
+    """A tiny random faster-whisper model built offline (``tests/helpers/tiny_whisper.py``)."""
     if not all(importlib.util.find_spec(name) for name in ("faster_whisper", "ctranslate2")):
         pytest.skip("faster-whisper is not installed: pip install -r requirements-dev.txt")
-    from tiny_whisper import build_tiny_whisper
+    from tests.helpers.tiny_whisper import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper") / "ct2")
 
@@ -75,8 +74,8 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    """Which copy of MiniCPM-o 4.5's code the conformance tests run (tests/test_minicpm_real.py)."""
-    from minicpm_o45 import find_code
+    """Which copy of MiniCPM-o 4.5's code the conformance tests run (tests/integration/test_minicpm_real.py)."""
+    from tests.helpers.minicpm_o45 import find_code
 
     try:
         return f"MiniCPM-o 4.5 code: {find_code()}"
