@@ -42,7 +42,6 @@ class FrameHub:
         self._next_capture = 0.0
         self._next_score = 0.0
         self.ended = False
-        self.frames_in = 0
         self._lags: deque[float] = deque(maxlen=LAG_FRAMES)  # capture → decoded, seconds, where known
         self.scored = 0
         self.scoring_seconds = 0.0
@@ -63,7 +62,6 @@ class FrameHub:
         with self._cond:
             tuning = self._tuning
             previous, self.latest = self.latest, frame
-            self.frames_in += 1
             if frame.capture_time is not None:
                 self._lags.append(frame.wall_time - frame.capture_time)
             t = frame.media_time

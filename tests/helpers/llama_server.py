@@ -5,7 +5,7 @@ until ``GET /v1/models`` answers (polling every 0.1 s up to ``startup_timeout``)
 SIGKILL after 5 s) and reaps it in ``__exit__`` -- also when the start failed, with the server's log tail in
 the ``RuntimeError``. ``kill()`` SIGKILLs it (a server dying mid-stream) and ``restart()`` brings it back on the
 same port (recovery tests). With ``mmproj=None`` it is the text-only variant ("started without the projector").
-``missing_engine_reason()`` / ``llama_server_available()`` say whether the wheel, its server extras and the
+``missing_engine_reason()`` says whether the wheel, its server extras and the
 vendored converter are there (use the reason in ``pytest.mark.skipif``).
 
 Engine: llama-cpp-python 0.3.36 (the newest on PyPI in this work; its vendored llama.cpp serves Qwen2-VL through
@@ -80,11 +80,6 @@ def missing_engine_reason() -> str | None:
     if importlib.util.find_spec("llama_cpp.mtmd_cpp") is None:
         return "the installed llama-cpp-python has no libmtmd bindings (llama_cpp.mtmd_cpp); rebuild the wheel"
     return missing_converter_reason()
-
-
-def llama_server_available() -> bool:
-    """True when the wheel (with the server extras) and the vendored converter are both there."""
-    return missing_engine_reason() is None
 
 
 def free_port() -> int:

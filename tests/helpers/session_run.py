@@ -31,7 +31,7 @@ SPEED = 4.0  # replay 4x faster than real time; every decision the loop makes us
 E = TypeVar("E", bound=Event)
 
 
-class Collector(Consumer):
+class EventCollector(Consumer):
     """Keeps every event of the session, in order, with room for a long run."""
 
     name = "collector"
@@ -89,7 +89,7 @@ def play(
     """Start ``session`` on one video (a file path played at ``speed``, or any source) per camera, call
     ``during`` while it runs, wait for the session to be over (every camera done, every consumer
     drained) and stop it; every thread it started must have ended."""
-    collector = Collector()
+    collector = EventCollector()
     session.add_consumer(collector)
     sources: Sequence[Source] = [v if isinstance(v, Source) else FileSource(str(v), rate=speed) for v in videos]
     session.start(*sources)

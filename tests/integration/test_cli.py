@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,66 +117,38 @@ def test_url_returning_html_fails_clearly(http_dir):
     assert len(errors) == 1 and "web page" in errors[0]
 
 
-def test_ctrl_c_stops_cleanly_with_exit_zero(story_video):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--headless",
-            "--loop",
-            "--backend",
-            "opencv",
-            "--source",
-            str(story_video),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+@contextlib.contextmanager
+def commenting_on_a_loop(video: Path) -> Iterator[subprocess.Popen[str]]:
+    """The CLI commenting on ``video`` in a loop (it never ends by itself), past its first comment; killed
+    at the end if the test did not end it."""
+    app = str(ROOT / "app.py")
+    command = [sys.executable, app, "--headless", "--loop", "--backend", "opencv", "--source", str(video)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # blocks until the first comment has been printed
-        assert first.startswith("[00:")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
-        assert "Traceback" not in proc.stderr.read()
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("[00:")  # blocks until the first comment has been printed
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_stops_cleanly_with_exit_zero(story_video):
+    with commenting_on_a_loop(story_video) as proc:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert "Traceback" not in proc.stderr.read()
 
 
 def test_a_closed_stdout_ends_the_run_quietly(story_video):
     """`python app.py --headless ... | head -1`: once the reader has gone, the run ends (it would otherwise
     comment to nobody forever on a looping or live source), exit 0 and no traceback about the pipe."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--headless",
-            "--loop",
-            "--backend",
-            "opencv",
-            "--source",
-            str(story_video),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        assert proc.stdout.readline().startswith("[00:")  # the first comment, as `head -1` reads it
-        proc.stdout.close()  # the reader goes away; the next write meets a closed pipe
+    with commenting_on_a_loop(story_video) as proc:
+        proc.stdout.close()  # the reader goes away after the first line; the next write meets a closed pipe
         assert proc.wait(timeout=60) == 0
         stderr = proc.stderr.read()
         assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _write(path: Path, data: bytes) -> Path:
