@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pipeline.backends.base import Backend
 from pipeline.commentator import Commentator
 from pipeline.config import Tuning
-from pipeline.events import Accepts, CameraTag, ErrorEvent, Event, EventBus, SourceState, SourceStatus, Subscription
+from pipeline.events import (
+    Accepts,
+    CameraStarted,
+    CameraTag,
+    ErrorEvent,
+    Event,
+    EventBus,
+    SourceState,
+    SourceStatus,
+    Subscription,
+)
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
 from pipeline.prompts import Profile
@@ -40,6 +50,7 @@ class CameraSpec:
     stall_after: float = STALL_AFTER
     name: str = ""
     id: str = ""
+    preset: str = ""  # the preset's name, for logs and recordings (``tuning`` is its values)
 
 
 def camera_id(name: str) -> str:
@@ -130,6 +141,19 @@ class Camera:
         self.source = source
         self.bus.tag = tag or self.tag_for(source)
         self.watchdog = StallWatchdog(source, self.spec.stall_after)
+        spec = self.spec
+        self.bus.publish(
+            CameraStarted(
+                t=0.0,
+                source=source.display_name,
+                kind=source.kind,
+                profile=spec.profile.name,
+                preset=spec.preset,
+                instructions=spec.instructions,
+                backend=spec.backend.description,
+                speaks=self.speaker is not None,
+            )
+        )
         if self.speaker is not None:
             self.speaker.start()
         self.commentator.start()

@@ -211,6 +211,15 @@ class Settings(BaseSettings):
         None, description="faster-whisper model (name in the local cache, or folder) for voice instructions"
     )
     audio_out: Path | None = Field(None, description="headless: write the narration as one WAV on the media timeline")
+    record: bool = Field(
+        True, description="keep every session (events, subtitles, narration) in a folder of its own; --no-record: don't"
+    )
+    record_dir: Path | None = Field(
+        None, description="where sessions are kept (default: the user's data folder, onlooker/sessions)"
+    )
+    subtitles: Path | None = Field(
+        None, description="headless: also write the comments as subtitles to this .srt or .vtt file"
+    )
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
 

@@ -73,6 +73,20 @@ class SourceStatus(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CameraStarted(Event):
+    """A camera begins: what it watches and how, for logs and recordings (the source's credentials masked)."""
+
+    type: ClassVar[str] = "camera_start"
+    source: str
+    kind: str  # file, stream, mjpeg, webcam
+    profile: str
+    preset: str
+    instructions: str
+    backend: str
+    speaks: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModeChanged(Event):
     """The commentator switched between ``idle`` and ``active``."""
 

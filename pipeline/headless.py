@@ -17,6 +17,7 @@ from pipeline.consumers.base import Consumer
 from pipeline.consumers.events_file import EventsFile
 from pipeline.consumers.transcript import TranscriptPrinter
 from pipeline.errors import OnlookerError
+from pipeline.recording.recorder import Recorder
 from pipeline.runconfig import load_run_config
 from pipeline.session import build_session
 from pipeline.sources.resolve import open_source
@@ -38,6 +39,13 @@ def speech_options(settings: Settings, backend: Backend, notes: TextIO) -> Speec
     return SpeechOptions(
         chosen.engines[chosen.default], settings.speech_pause, settings.speech_max_wait, settings.tts_voice
     )
+
+
+def say_recorded(recorder: Recorder, notes: TextIO) -> None:
+    """Where the session was kept (and, if the recording stopped early, why)."""
+    if recorder.folder is not None:
+        incomplete = f" (incomplete: {recorder.stopped_because})" if recorder.stopped_because else ""
+        notes.write(f"· recorded{incomplete}: {recorder.folder}\n")
 
 
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
@@ -71,7 +79,11 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
             speech=speech,
             consumers=consumers,
             on_audio=lambda chunk: narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples)),
+            preset=settings.preset or run.presets.default,
         )
+        recorder = next((c for c in session.consumers if isinstance(c, Recorder)), None)
+        if recorder is not None:  # said last, once every file is finished
+            stack.callback(lambda: say_recorded(recorder, notes))
         if speech is not None and settings.audio_out is not None:
             audio_out = settings.audio_out
             stack.callback(lambda: notes.write(f"· narration: {narration.save(audio_out, session.media_now())}\n"))

@@ -9,6 +9,7 @@ everything was said), and the consumers then drain what is queued and end.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,13 +47,15 @@ class Session:
         consumers: Iterable[Consumer] = (),
         on_audio: Callable[[AudioOut], None] | None = None,
         name: str = "",
+        preset: str = "",
     ) -> None:
         self.bus = EventBus()
         self.cameras: list[Camera] = []
         self.consumers: list[Consumer] = []
         self._started = False
         self._lock = threading.Lock()
-        self.add_camera(CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name), on_audio)
+        spec = CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name, preset=preset)
+        self.add_camera(spec, on_audio)
         for consumer in consumers:
             self.add_consumer(consumer)
 
@@ -90,6 +93,10 @@ class Session:
                 number += 1
                 tag = CameraTag(f"{camera.tag_for(source).id}-{number}", tag.name)
             taken.add(tag.id)
+            if camera.speaker is not None:
+                for consumer in self.consumers:
+                    if consumer.hears_audio:
+                        camera.speaker.listen(functools.partial(consumer.hear, tag))
             camera.start(source, tag)
 
     def _camera_done(self, _camera: Camera) -> None:
@@ -165,6 +172,7 @@ def build_session(
     speech: SpeechOptions | None = None,
     consumers: Iterable[Consumer] = (),
     on_audio: Callable[[AudioOut], None] | None = None,
+    preset: str = "",
 ) -> Session:
     """The one place a session is made: one camera from the run's settings, the front end's consumers and
     the consumers the settings ask for (``pipeline.consumers.REGISTRY``)."""
@@ -176,4 +184,5 @@ def build_session(
         speech=speech,
         consumers=[*consumers, *consumers_from_settings(settings)],
         on_audio=on_audio,
+        preset=preset,
     )

@@ -77,6 +77,7 @@ class Viewer:
                 StatusFeed(self.status, self._observe_latency),
             ],
             on_audio=self._play,
+            preset=preset_name,
         )
         self.source: Source | None = None
 

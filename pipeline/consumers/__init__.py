@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, str] = {
     "second_opinion": "pipeline.second_opinion:SecondOpinion",
+    "recorder": "pipeline.recording.recorder:Recorder",
+    "subtitles": "pipeline.recording.subtitles_file:SubtitlesFile",
 }
 
 

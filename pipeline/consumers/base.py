@@ -13,9 +13,12 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pipeline.events import Bus, ErrorEvent, Event, Subscription
+from pipeline.events import Bus, CameraTag, ErrorEvent, Event, Subscription
+
+if TYPE_CHECKING:
+    from pipeline.speech.speaker import AudioOut
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +26,14 @@ log = logging.getLogger(__name__)
 class Consumer(ABC):
     """Subclasses set ``name`` and ``wants`` and write ``handle``; the optional hooks are ``idle`` (every
     ``tick`` seconds when ``tick`` is set), ``drain`` (the bus closed and every event was handled),
-    ``on_failure`` and ``ended`` (last, on the consumer's thread, or in ``stop`` if it never started)."""
+    ``hear`` (spoken audio, with ``hears_audio``), ``on_failure`` and ``ended`` (last, on the consumer's
+    thread, or in ``stop`` if it never started)."""
 
     name: ClassVar[str] = "consumer"
     wants: ClassVar[tuple[type[Event], ...]] = ()  # empty: every event
     queue_size: ClassVar[int] = 10_000
     tick: ClassVar[float | None] = None
+    hears_audio: ClassVar[bool] = False  # also gets the spoken audio (``hear``), not only events
 
     def __init__(self) -> None:
         self.failed: str | None = None
@@ -51,6 +56,10 @@ class Consumer(ABC):
 
     def drain(self) -> None:
         """The bus closed (or ``finish`` was asked) and every queued event was handled."""
+
+    def hear(self, camera: CameraTag, chunk: AudioOut) -> None:
+        """What a camera says, chunk by chunk as it goes to the player, for consumers with ``hears_audio``.
+        Called on the speaker's thread: queue it and return (the player's clock does not wait)."""
 
     def on_failure(self) -> None:
         """The consumer raised and is stopping: undo what others wait on (a gate, a lock)."""

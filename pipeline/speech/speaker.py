@@ -110,7 +110,8 @@ class _Comment:
 
 class Speaker(Consumer):
     """A camera's voice; ``stop`` ends it at once, ``finish`` (or a closed bus) lets it finish speaking.
-    Audio goes to ``on_audio`` on the speaker's thread, or (without it) to ``take``/``outputs``."""
+    Audio goes to ``on_audio`` and any other ``listen``-ers on the speaker's thread (each must return at
+    once: the player's clock does not wait), or, with none, to ``take``/``outputs``."""
 
     name = "speaker"
     wants = (CommentaryStarted, CommentaryDelta, CommentaryAudio, CommentaryFinished, SceneCut)
@@ -142,9 +143,13 @@ class Speaker(Consumer):
         self._buffer = ChunkBuffer()
         self._sent_until = 0.0  # clock time the audio already sent ends
         self._out: queue.Queue[AudioOut | None] = queue.Queue()
-        self._on_audio = on_audio
+        self._listeners: list[Callable[[AudioOut], None]] = [on_audio] if on_audio is not None else []
         self._lock = threading.Lock()  # engine/voice/mute changes vs the speaker thread
         self.attach(bus)
+
+    def listen(self, listener: Callable[[AudioOut], None]) -> None:
+        """Another receiver of what is spoken (a recorder), added before the speaker starts."""
+        self._listeners.append(listener)
 
     # --- live controls (any thread) ---
     def set_muted(self, muted: bool) -> None:
@@ -353,7 +358,8 @@ class Speaker(Consumer):
         starts = max(self._sent_until, now)
         self._sent_until = starts + len(chunk) / OUTPUT_RATE
         out = AudioOut(starts, self.media_now() + (starts - now), OUTPUT_RATE, chunk)
-        if self._on_audio is not None:
-            self._on_audio(out)
+        if self._listeners:
+            for listener in self._listeners:
+                listener(out)
         else:
             self._out.put(out)

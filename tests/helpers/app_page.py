@@ -86,7 +86,8 @@ def live_image(page: Page) -> sync_api.Locator:
 def expect_live_picture_moves(page: Page, width: int, timeout: float = 10.0) -> None:
     """The live picture has the source's size and changes (it is a stream, not one still)."""
     img = live_image(page)
-    assert img.evaluate("img => img.naturalWidth") == width
+    shown = img.evaluate("img => [img.naturalWidth, img.naturalHeight, img.src.slice(0, 40)]")
+    assert shown[0] == width, f"the live picture is {shown[0]}x{shown[1]} ({shown[2]}…), not the source's width {width}"
     first = img.screenshot()
     deadline = time.monotonic() + timeout
     while img.screenshot() == first:
