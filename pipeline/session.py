@@ -93,11 +93,16 @@ class Session:
                 number += 1
                 tag = CameraTag(f"{camera.tag_for(source).id}-{number}", tag.name)
             taken.add(tag.id)
-            if camera.speaker is not None:
-                for consumer in self.consumers:
-                    if consumer.hears_audio:
-                        camera.speaker.listen(functools.partial(consumer.hear, tag))
+            self._connect(camera, source, tag)
             camera.start(source, tag)
+
+    def _connect(self, camera: Camera, source: Source, tag: CameraTag) -> None:
+        """Consumers that hear the speech or keep the video get them from this camera."""
+        for consumer in self.consumers:
+            if consumer.hears_audio and camera.speaker is not None:
+                camera.speaker.listen(functools.partial(consumer.hear, tag))
+            if consumer.keeps_video and source.video_tap is None:
+                source.video_tap = consumer.video_tap(tag, source)
 
     def _camera_done(self, _camera: Camera) -> None:
         with self._lock:

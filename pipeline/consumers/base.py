@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pipeline.events import Bus, CameraTag, ErrorEvent, Event, Subscription
 
 if TYPE_CHECKING:
+    from pipeline.sources.base import Source, VideoTap
     from pipeline.speech.speaker import AudioOut
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Consumer(ABC):
     queue_size: ClassVar[int] = 10_000
     tick: ClassVar[float | None] = None
     hears_audio: ClassVar[bool] = False  # also gets the spoken audio (``hear``), not only events
+    keeps_video: ClassVar[bool] = False  # also gets what each source receives (``video_tap``)
 
     def __init__(self) -> None:
         self.failed: str | None = None
@@ -60,6 +62,11 @@ class Consumer(ABC):
     def hear(self, camera: CameraTag, chunk: AudioOut) -> None:
         """What a camera says, chunk by chunk as it goes to the player, for consumers with ``hears_audio``.
         Called on the speaker's thread: queue it and return (the player's clock does not wait)."""
+
+    def video_tap(self, camera: CameraTag, source: Source) -> VideoTap | None:
+        """Where ``source`` should hand what it receives, for consumers with ``keeps_video`` (None: nothing
+        to keep from this one). Called before the camera starts."""
+        return None
 
     def on_failure(self) -> None:
         """The consumer raised and is stopping: undo what others wait on (a gate, a lock)."""

@@ -65,7 +65,8 @@ class CameraMeta:
     instructions: str
     backend: str
     speaks: bool
-    files: dict[str, str] = field(default_factory=dict)  # what → file name in the folder (video, narration, …)
+    # what → file name in the folder: events, srt, vtt, narration; video: a list of segments in order
+    files: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

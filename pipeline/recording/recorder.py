@@ -33,9 +33,11 @@ from pipeline.recording.folder import (
 )
 from pipeline.recording.narration_file import NarrationFile
 from pipeline.recording.subtitles import CueFeed, SubtitleFiles
+from pipeline.recording.video import VideoRecorder
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
+    from pipeline.sources.base import Source
     from pipeline.speech.speaker import AudioOut
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class Recorder(Consumer):
     queue_size = 100_000
     tick = 0.5
     hears_audio = True
+    keeps_video = True
 
     def __init__(self, root: Path, owner: str | None = None) -> None:
         super().__init__()
@@ -68,6 +71,7 @@ class Recorder(Consumer):
         self._log: EventLog | None = None
         self._cues = CueFeed(self._subtitle_files)
         self._narration: dict[str, NarrationFile] = {}
+        self._video: dict[str, VideoRecorder] = {}  # made on the starting thread, written on the recorder's
         self._audio: deque[tuple[str, AudioOut]] = deque()  # filled on the speakers' threads
         self._media_now: dict[str, float] = {}
         self._meta_written = 0.0
@@ -85,6 +89,23 @@ class Recorder(Consumer):
         if self.stopped_because is None and not self._closed:
             self._audio.append((camera.id, chunk))
 
+    def video_tap(self, camera: CameraTag, source: Source) -> VideoRecorder | None:
+        """The source video, for sources that are not already a file on disk (network video, cameras,
+        the webcam); made before the camera's first event, so the folder is made here if need be."""
+        if source.kind == "file" or self.stopped_because is not None:
+            return None
+        try:
+            if self.folder is None:
+                self._make_folder(camera.name)
+        except OSError as exc:
+            self._stop_recording(exc)
+            return None
+        assert self.folder is not None
+        stem = camera_file(len(self._video), camera.id, "video", "")
+        video = VideoRecorder(self.folder, stem, lambda name: self._video_segment(camera.id, name))
+        self._video[camera.id] = video
+        return video
+
     def handle(self, event: Event) -> None:
         if self.stopped_because is not None:
             return
@@ -98,6 +119,8 @@ class Recorder(Consumer):
             return
         try:
             self._write_audio()
+            for video in self._video.values():
+                video.write()
             if time.monotonic() - self._meta_written > META_EVERY:
                 self._write_meta()
         except OSError as exc:
@@ -114,7 +137,8 @@ class Recorder(Consumer):
                 self._write_audio(final=True)
             self.meta.ended = time.time()
             self.meta.interrupted = False
-            for finish in (self._cues.close, *(n.close for n in self._narration.values()), self._write_meta):
+            closing = (*(n.close for n in self._narration.values()), *(v.close for v in self._video.values()))
+            for finish in (self._cues.close, *closing, self._note_video, self._write_meta):
                 finish()
         except OSError as exc:
             if self.stopped_because is None:  # already said once on the bus otherwise
@@ -126,7 +150,7 @@ class Recorder(Consumer):
 
     # --- writing ---
     def _record(self, event: Event) -> None:
-        if self.meta is None:
+        if self._log is None:
             self._open(event)
         assert self.meta is not None and self._log is not None
         self._log.write(event)
@@ -142,11 +166,16 @@ class Recorder(Consumer):
         self._cues.feed(event)
 
     def _open(self, first: Event) -> None:
-        started = time.time()
-        self.folder = new_folder(self.root, started, folder_label(first.camera.name if first.camera else ""))
-        self.meta = SessionMeta(id=self.folder.name, started=started, owner=self.owner)
+        if self.folder is None:
+            self._make_folder(first.camera.name if first.camera else "")
+        assert self.folder is not None and self.meta is not None
         self._log = EventLog(self.folder / EVENTS)
         self._write_meta()
+
+    def _make_folder(self, camera_name: str) -> None:
+        started = time.time()
+        self.folder = new_folder(self.root, started, folder_label(camera_name))
+        self.meta = SessionMeta(id=self.folder.name, started=started, owner=self.owner)
 
     def _add_camera(self, event: CameraStarted) -> None:
         assert self.meta is not None and self.folder is not None and event.camera is not None
@@ -160,6 +189,21 @@ class Recorder(Consumer):
         fields = {k: getattr(event, k) for k in ("source", "kind", "profile", "preset", "instructions", "backend")}
         self.meta.cameras.append(CameraMeta(id=camera.id, name=camera.name, speaks=event.speaks, files=files, **fields))
         self._write_meta()
+
+    def _video_segment(self, camera_id: str, name: str) -> None:
+        """A new video segment was started (on the recorder's thread): list it in session.json at once."""
+        assert self.meta is not None
+        for camera in self.meta.cameras:
+            if camera.id == camera_id:
+                camera.files.setdefault("video", []).append(name)
+        self._write_meta()
+
+    def _note_video(self) -> None:
+        """What the video recording could not keep, in the notes (a writer that fell behind drops video)."""
+        assert self.meta is not None
+        for camera, video in self._video.items():
+            if video.stats.dropped:
+                self.meta.notes.append(f"{camera}: {video.stats.dropped} video packets or frames dropped (slow disk)")
 
     def _subtitle_files(self, camera_id: str, index: int) -> SubtitleFiles | None:
         assert self.folder is not None

@@ -14,6 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from pipeline.errors import SourceError
 from pipeline.events import SourceState
@@ -26,6 +27,17 @@ RECONNECT_CAP = 15.0  # the longest wait between retries
 
 FrameSink = Callable[[Frame], None]
 StatusSink = Callable[[SourceState, str], None]
+
+
+class VideoTap(Protocol):
+    """Where a source hands what it received, as it came, to be kept (``pipeline.recording.video``): called
+    on the source's thread, so it only queues."""
+
+    def packet(self, packet: Any, media_time: float) -> None: ...
+
+    def jpeg(self, data: bytes, media_time: float) -> None: ...
+
+    def image(self, rgb: Any, media_time: float) -> None: ...
 
 
 class Source(ABC):
@@ -48,6 +60,8 @@ class Source(ABC):
         self._thread: threading.Thread | None = None
         self._on_frame: FrameSink = lambda frame: None
         self._on_status: StatusSink = lambda state, detail: None
+        self.video_tap: VideoTap | None = None  # set before ``start`` by whoever keeps the video
+        self._offset = 0.0  # media time added after a reconnect (the reader thread's)
 
     @property
     def display_name(self) -> str:
@@ -104,13 +118,20 @@ class Source(ABC):
             self.report(state, detail)
             return True
 
+    def keep(self, kind: str, item: Any, media_time: float) -> None:
+        """Hand what arrived (a demuxed ``packet``, a ``jpeg``, an ``image``) at ``media_time`` on this
+        connection's clock to the video tap, on the session's timeline; nothing without a tap."""
+        tap = self.video_tap
+        if tap is not None:
+            getattr(tap, kind)(item, media_time + self._offset)
+
     def _run(self) -> None:
         """Read until the end; a live source that was live and then broke reconnects, forever, with
         exponential backoff and jitter (``reconnect_delay``), and its media time carries on."""
         self.report("connecting", self.display_name)
         ever_live = False
         attempt = 0
-        offset = 0.0  # media time added after a reconnect, so the timeline never runs backwards
+        self._offset = 0.0  # media time added after a reconnect, so the timeline never runs backwards
         last_time, last_wall = 0.0, time.monotonic()
         while True:
             live_now = False
@@ -120,9 +141,9 @@ class Source(ABC):
                     if first_time is None:
                         first_time = frame.media_time
                         if ever_live:  # continue the timeline after the gap the outage left
-                            offset = last_time + (time.monotonic() - last_wall) - frame.media_time
-                    if offset:
-                        frame = dataclasses.replace(frame, media_time=frame.media_time + offset)
+                            self._offset = last_time + (time.monotonic() - last_wall) - frame.media_time
+                    if self._offset:
+                        frame = dataclasses.replace(frame, media_time=frame.media_time + self._offset)
                     if not live_now:
                         size = f"{frame.size[0]}x{frame.size[1]}"
                         back = f"back after {time.monotonic() - last_wall:.0f} s, " if ever_live else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -178,10 +178,10 @@ def capture_time(container: av.container.InputContainer, frame_time: float) -> f
     return realtime / 1e6 + frame_time if realtime else None
 
 
-def _timely_frames(
+def _timely_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, read_timeout: float | None
-) -> Iterator[av.VideoFrame]:
-    """Decoded frames of ``stream``, minus any the demuxer only let go of because a read timed out.
+) -> Iterator[av.Packet]:
+    """Demuxed packets of ``stream``, minus any the demuxer only let go of because a read timed out.
 
     FFmpeg's RTSP demuxer keeps the newest frame until the next one starts; when a camera hangs, the
     read timeout's interrupt makes it hand that frame over seconds late, just before the timeout
@@ -195,7 +195,7 @@ def _timely_frames(
             return
         if read_timeout is not None and time.monotonic() - asked >= read_timeout:
             continue  # the timeout error comes with the next read
-        yield from packet.decode()
+        yield packet
 
 
 def decode_frames(
@@ -209,8 +209,10 @@ def decode_frames(
     loop: bool = False,
     stats: DecodeStats | None = None,
     read_timeout: float | None = None,
+    on_packet: Callable[[av.Packet, float], None] | None = None,
 ) -> Iterator[Frame]:
-    """Yield frames from the first video stream.
+    """Yield frames from the first video stream; ``on_packet`` also gets each packet as demuxed, with its
+    media time (from the first decoded frame on: earlier packets cannot be played on their own).
 
     ``paced`` plays at ``rate`` times the native rate against the wall clock (files); frames
     more than ``LATE_TOLERANCE`` (or two frames) late are dropped before colour conversion, so a
@@ -229,43 +231,52 @@ def decode_frames(
     first_pts: float | None = None
     last_time = 0.0
     start_wall: float | None = None
+    waiting: list[av.Packet] = []  # packets for on_packet before the first frame set the clock
     while True:
         try:
-            for av_frame in _timely_frames(container, stream, read_timeout):
-                if stop.is_set():
-                    return
-                raw_time = av_frame.time if av_frame.time is not None else index * frame_period
-                if first_pts is None:
-                    first_pts = raw_time
-                media_time = offset + max(raw_time - first_pts, 0.0)
-                last_time = media_time
-                if paced:
-                    now = time.monotonic()
-                    if start_wall is None:
-                        start_wall = now - media_time / rate
-                    due = start_wall + media_time / rate
-                    if due > now and stop.wait(due - now):
+            for packet in _timely_packets(container, stream, read_timeout):
+                for av_frame in packet.decode():
+                    if stop.is_set():
                         return
-                    lag = time.monotonic() - due
-                    stats.max_lag = max(stats.max_lag, lag)
-                    if lag > STALL_RESET:  # a hiccup (slow disk or network), not slowness: resume from here
-                        start_wall += lag
-                        stats.stalls += 1
-                    elif lag > max(2 * frame_period / rate, LATE_TOLERANCE):
-                        stats.dropped_late += 1
-                        index += 1
-                        continue
-                image = _to_rgb(av_frame)
-                stats.decoded += 1
-                yield Frame(
-                    image=image,
-                    media_time=media_time,
-                    wall_time=time.time(),
-                    index=index,
-                    source_id=source_id,
-                    capture_time=capture_time(container, raw_time) if not paced else None,
-                )
-                index += 1
+                    raw_time = av_frame.time if av_frame.time is not None else index * frame_period
+                    if first_pts is None:
+                        first_pts = raw_time
+                    media_time = offset + max(raw_time - first_pts, 0.0)
+                    last_time = media_time
+                    if paced:
+                        now = time.monotonic()
+                        if start_wall is None:
+                            start_wall = now - media_time / rate
+                        due = start_wall + media_time / rate
+                        if due > now and stop.wait(due - now):
+                            return
+                        lag = time.monotonic() - due
+                        stats.max_lag = max(stats.max_lag, lag)
+                        if lag > STALL_RESET:  # a hiccup (slow disk or network), not slowness: resume from here
+                            start_wall += lag
+                            stats.stalls += 1
+                        elif lag > max(2 * frame_period / rate, LATE_TOLERANCE):
+                            stats.dropped_late += 1
+                            index += 1
+                            continue
+                    image = _to_rgb(av_frame)
+                    stats.decoded += 1
+                    yield Frame(
+                        image=image,
+                        media_time=media_time,
+                        wall_time=time.time(),
+                        index=index,
+                        source_id=source_id,
+                        capture_time=capture_time(container, raw_time) if not paced else None,
+                    )
+                    index += 1
+                if on_packet is not None and packet.pts is not None:
+                    waiting.append(packet)  # frame threading may hold a few before the first frame is out
+                    if first_pts is not None:
+                        for kept in waiting:
+                            if (kept_time := float(kept.pts * kept.time_base)) >= first_pts:
+                                on_packet(kept, offset + kept_time - first_pts)
+                        waiting.clear()
         except (av.error.FFmpegError, OSError) as exc:
             if stats.decoded == 0:  # FFmpeg may open a file and fail only at its first read: explain it the same
                 raise SourceError(explain_av_error(exc, container.name, display, read_timeout or 10.0)) from None

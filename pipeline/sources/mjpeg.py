@@ -121,11 +121,12 @@ class MjpegSource(HttpSource):
             payloads = parser.feed(chunk)
             if stop.is_set():
                 return
-            image = None
+            image, jpeg = None, b""
             for k in range(len(payloads) - 1, -1, -1):  # newest first; older ones are stale
                 image = _decode(payloads[k])
                 if image is not None:
                     self.dropped += k
+                    jpeg = payloads[k]
                     break
                 self.corrupt += 1
                 bad += 1
@@ -146,6 +147,7 @@ class MjpegSource(HttpSource):
                 continue
             if start is None:
                 start = now
+            self.keep("jpeg", jpeg, now - start)  # the camera's own JPEG, kept as it came
             yield Frame(
                 image=image, media_time=now - start, wall_time=time.time(), index=index, source_id=self.source_id
             )

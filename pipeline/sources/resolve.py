@@ -139,6 +139,8 @@ class UrlSource(HttpSource):
     def _play(self, inner: Source) -> None:
         self._inner = inner
         self.kind = inner.kind
+        inner.video_tap = self.video_tap
+        inner.keep = self.keep  # type: ignore[method-assign]  # on this source's timeline (its reconnect offset)
 
 
 def open_source(

@@ -68,6 +68,7 @@ class StreamSource(Source):
                 paced=not self.live,
                 stats=self.stats,
                 read_timeout=self.timeout,
+                on_packet=(lambda packet, t: self.keep("packet", packet, t)) if self.video_tap else None,
             )
         finally:
             container.close()

@@ -52,6 +52,7 @@ class PushSource(Source):
                 now = time.monotonic()
                 if self._start is None:
                     self._start = now
+                self.keep("image", image, now - self._start)
                 yield Frame(image, now - self._start, time.time(), index, self.source_id)
                 index += 1
             elif closed:
