@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.config import load_settings
 
         settings = load_settings(**overrides)
+        if settings.history or settings.history_search is not None:
+            from pipeline.history_cli import show_history
+
+            return show_history(settings, sys.stdout)
         if settings.headless:
             from pipeline.headless import run_headless
 

@@ -220,6 +220,17 @@ class Settings(BaseSettings):
     subtitles: Path | None = Field(
         None, description="headless: also write the comments as subtitles to this .srt or .vtt file"
     )
+    export: Path | None = Field(
+        None, description="headless: at the end, write the session as a narrated MP4 (video, narration, subtitles)"
+    )
+    keep_days: float | None = Field(
+        None, gt=0, description="remove recorded sessions older than this many days (at start and hourly)"
+    )
+    max_record_gb: float | None = Field(
+        None, gt=0, description="remove the oldest recorded sessions while all of them take more than this (GB)"
+    )
+    history: bool = Field(False, description="list the recorded sessions, one line each, and exit")
+    history_search: str | None = Field(None, description="search the comments of every recorded session and exit")
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TextIO
 
 from pipeline.backends.base import Backend, create_backend
@@ -17,7 +18,10 @@ from pipeline.consumers.base import Consumer
 from pipeline.consumers.events_file import EventsFile
 from pipeline.consumers.transcript import TranscriptPrinter
 from pipeline.errors import OnlookerError
+from pipeline.recording.export import export_session
+from pipeline.recording.folder import default_record_dir
 from pipeline.recording.recorder import Recorder
+from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
 from pipeline.session import build_session
 from pipeline.sources.resolve import open_source
@@ -48,6 +52,16 @@ def say_recorded(recorder: Recorder, notes: TextIO) -> None:
         notes.write(f"· recorded{incomplete}: {recorder.folder}\n")
 
 
+def export_recording(recorder: Recorder, out: Path, notes: TextIO) -> None:
+    """``--export``: the finished recording as a narrated MP4."""
+    if recorder.folder is None:
+        raise OnlookerError(f"--export: nothing was recorded, so {out} was not made")
+    notes.write(f"· exporting {out}…\n")
+    result = export_session(recorder.folder, out)
+    extra = f"; {'; '.join(result.notes)}" if result.notes else ""
+    notes.write(f"· exported: {result.path} ({result.duration:.1f} s of video in {result.seconds:.1f} s{extra})\n")
+
+
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
     """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
     run = load_run_config(settings)
@@ -56,10 +70,16 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
     tuning, profile = run.tuning, run.profile
     if settings.audio_out and settings.tts == "none":
         raise OnlookerError("--audio-out needs a speech engine; leave --tts at auto or pick one")
+    if settings.export and not settings.record:
+        raise OnlookerError("--export makes the video from the session's recording; drop --no-record")
     source = open_source(settings.source, loop=settings.loop, rtsp_transport=settings.rtsp_transport)
+    if settings.record:
+        for line in tidy(settings.record_dir or default_record_dir(), settings.keep_days, settings.max_record_gb):
+            notes.write(f"· retention: {line}\n")
     choice = create_backend(settings)
     notes.write(f"· backend: {choice.backend.description} ({choice.reason})\n")
-    speech = speech_options(settings, choice.backend, notes) if settings.audio_out else None
+    # Speech is made for what is kept: the narration WAV, or the narrated MP4's audio track.
+    speech = speech_options(settings, choice.backend, notes) if settings.audio_out or settings.export else None
     printer = TranscriptPrinter(out, notes)
     consumers: list[Consumer] = [printer]
     if settings.events:
@@ -81,9 +101,11 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
             on_audio=lambda chunk: narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples)),
             preset=settings.preset or run.presets.default,
         )
-        recorder = next((c for c in session.consumers if isinstance(c, Recorder)), None)
+        recorder = session.consumer(Recorder)
         if recorder is not None:  # said last, once every file is finished
-            stack.callback(lambda: say_recorded(recorder, notes))
+            if settings.export is not None:
+                stack.callback(export_recording, recorder, settings.export, notes)
+            stack.callback(say_recorded, recorder, notes)
         if speech is not None and settings.audio_out is not None:
             audio_out = settings.audio_out
             stack.callback(lambda: notes.write(f"· narration: {narration.save(audio_out, session.media_now())}\n"))

@@ -13,6 +13,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from pipeline.backends.base import Backend
 from pipeline.camera import Camera, CameraSpec
@@ -27,6 +28,8 @@ from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 from pipeline.speech.gate import SpeechGate
 from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
+
+C = TypeVar("C", bound=Consumer)
 
 
 class Session:
@@ -68,6 +71,10 @@ class Session:
             raise ValueError(f"camera id '{spec.id}' is already in this session")
         self.cameras.append(camera)
         return camera
+
+    def consumer(self, kind: type[C]) -> C | None:
+        """The session's consumer of this class (the recorder, say), or None."""
+        return next((c for c in self.consumers if isinstance(c, kind)), None)
 
     def add_consumer(self, consumer: Consumer) -> None:
         """A consumer of every camera's events (before ``start``, so it misses none)."""

@@ -22,66 +22,20 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from pipeline.backends.base import Choice, create_backend
 from pipeline.config import Settings, describe_validation_error
+from pipeline.recording.folder import default_record_dir
+from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
 from pipeline.sources.guard import is_loopback
 from webui import handlers
 from webui.channel import serve_tab
+from webui.history import HistoryAccess
+from webui.history_tab import build_history_tab
 from webui.memory import limit_malloc_arenas
 from webui.sessions import SessionManager
 from webui.sources import MODES
+from webui.style import CSS, HEAD_CSS, THEME
 
 log = logging.getLogger(__name__)
-
-CSS = """
-.live-area { position: relative; width: 100%; min-height: 220px; border-radius: 8px; background: #111;
-             display: flex; flex-direction: column; align-items: center; justify-content: center; overflow: hidden; }
-.live-area img, .live-area video { width: 100%; display: block; }
-.live-area [hidden] { display: none !important; }
-.live-msg { color: #ddd; padding: 24px; text-align: center; }
-.live-msg b { color: #fff; }
-.live-msg.problem { color: #fff; background: #5c1d1d; border-left: 4px solid #e55; text-align: left;
-                    margin: 12px; border-radius: 6px; }
-.live-msg .hint { opacity: 0.8; font-size: 0.9em; }
-.live-caption { position: absolute; left: 0; right: 0; bottom: 0; padding: 6px 12px; color: #fff;
-                background: rgba(0,0,0,0.65); font-size: 0.95em; }
-.status-strip { display: flex; flex-wrap: wrap; gap: 6px; font-size: 0.85em; }
-.status-strip .pill { padding: 2px 8px; border-radius: 999px; background: rgba(127,127,127,0.15); cursor: help; }
-.chat-pane { height: 420px; overflow-y: auto; display: flex; flex-direction: column; gap: 6px; padding: 8px;
-             border: 1px solid rgba(127,127,127,0.3); border-radius: 8px; }
-.chat-pane .msg { align-self: flex-start; max-width: 95%; padding: 6px 10px; border-radius: 10px;
-                  background: rgba(127,127,127,0.12); line-height: 1.35; }
-.chat-pane .msg .clock { font-family: ui-monospace, monospace; font-size: 0.8em; opacity: 0.6; margin-right: 6px; }
-.chat-pane .msg[data-state="streaming"] .text::after { content: " ▍"; opacity: 0.5; }
-.chat-pane .opinion { border-left: 3px solid #3b82f6; }
-.chat-pane .opinion.alert { border-left-color: #e55; }
-.chat-pane .note { align-self: center; font-size: 0.78em; opacity: 0.65; text-align: center; }
-.chat-pane:empty::before { content: "Comments will appear here as Onlooker watches."; opacity: 0.5; margin: auto; }
-.banner { border-left: 4px solid #e8a317; padding: 6px 12px; }
-.banner details { font-size: 0.9em; opacity: 0.85; margin-top: 4px; }
-#autoplay-note { position: absolute; top: 8px; left: 8px; right: 8px; z-index: 2; background: #3a2a05; color: #fff; }
-.carrier { display: none !important; }
-.small-note { font-size: 0.8em; opacity: 0.75; }
-#stop:disabled { opacity: 0.45; cursor: not-allowed; }
-"""
-# Not in CSS above: Gradio scopes that under its container (where its own text colours win), and
-# these rules look at <html>'s state.
-HEAD_CSS = """<style>
-.live-msg b { color: #fff !important; }
-@media (max-width: 700px) {
-  .banner-next { display: none !important; }
-  #upload .wrap, #upload button { min-height: 0 !important; }
-  #upload { max-height: 80px !important; }
-  .chat-pane { height: 260px !important; }
-  .live-area { min-height: 120px !important; }
-  #header p, .banner-more, #watch-column .info-text, #sync { display: none !important; }
-  .status-strip .pill[data-key="capture"], .status-strip .pill[data-key="display"],
-  .status-strip .pill[data-key="backend"], .status-strip .pill[data-key="device"] { display: none !important; }
-  html[data-onlooker-state="running"] #upload, html[data-onlooker-state="running"] #url,
-  html[data-onlooker-state="running"] #fallback-banner { display: none !important; }
-}
-</style>"""
-# System fonts only: the default theme would fetch web fonts from a CDN, which breaks offline use.
-THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 CLIENT_JS = (Path(__file__).with_name("client.js")).read_text(encoding="utf-8")
 
@@ -155,6 +109,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         inputs = list(inspect.signature(fn).parameters.values())[2:]
 
         def call(*args: Any) -> Any:
+            manager.note_login(args[-1].session_hash, getattr(args[-1], "username", None))
             try:
                 return fn(manager, args[-1].session_hash, *args[:-1])
             except ValidationError as exc:  # never pydantic's raw report on the page: one plain line per problem
@@ -175,96 +130,104 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         banner = fallback_banner(manager.choice)
         gr.HTML(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
         tab = gr.HTML("", elem_id="onlooker-tab-box", elem_classes=["carrier"], padding=False)
-        with gr.Row():
-            with gr.Column(scale=3, elem_id="watch-column"):
-                with gr.Row(equal_height=True):
-                    mode = gr.Radio(
-                        list(MODES),
-                        value="Upload",
-                        label="Source",
-                        info=MODE_INFO["Upload"],
-                        min_width=250,
-                        elem_id="source-mode",
-                    )
-                    profile = picker(
-                        "Profile", manager.profiles, profile_key, handlers.profile_info(manager, profile_key)
-                    )
-                    preset = picker(
-                        "Preset", manager.presets.presets, preset_key, handlers.preset_info(manager, preset_key)
-                    )
-                upload = gr.File(
-                    label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload"
-                )
-                url = gr.Textbox(
-                    label="Stream URL",
-                    placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",
-                    visible=False,
-                    elem_id="url",
-                )
-                with gr.Row():
-                    start = gr.Button("Start", variant="primary", min_width=100, elem_id="start")
-                    stop = gr.Button("Stop", variant="secondary", min_width=100, elem_id="stop")
-                gr.HTML(LIVE_AREA, elem_id="live", padding=False)
-                gr.HTML(
-                    f'<div id="status-box">{handlers.status_html(manager, "")}</div>', elem_id="status", padding=False
-                )
-                sync = gr.Checkbox(
-                    value=settings.live_sync,
-                    label="Delay the picture to match the commentary",
-                    info="Holds the picture back by the time the words take, so both line up.",
-                    elem_id="sync",
-                )
-            with gr.Column(scale=2, elem_id="talk-column"):
-                gr.HTML(CHAT_PANE, elem_id="chat", padding=False)
-                instruction = gr.Textbox(
-                    label="Tell the commentator",
-                    placeholder="focus on the goalkeeper · watch the door",
-                    info=handlers.instruction_info(manager),
-                    elem_id="instruction",
-                )
-                with gr.Accordion("Speech", open=True, elem_id="speech"):
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Watch", id="watch", elem_id="watch-tab"), gr.Row():
+                with gr.Column(scale=3, elem_id="watch-column"):
                     with gr.Row(equal_height=True):
-                        engines = handlers.engine_choices(manager)
-                        speech_prefs = manager.voice_prefs("")
-                        engine = gr.Dropdown(
-                            engines,
-                            value=speech_prefs.engine,
-                            label="Speech engine",
-                            interactive=bool(engines),
-                            min_width=220,
-                            elem_id="speech-engine",
+                        mode = gr.Radio(
+                            list(MODES),
+                            value="Upload",
+                            label="Source",
+                            info=MODE_INFO["Upload"],
+                            min_width=250,
+                            elem_id="source-mode",
                         )
-                        voice = gr.Dropdown(
-                            label="Voice",
-                            allow_custom_value=True,
-                            min_width=140,
-                            elem_id="voice",
-                            **handlers.voice_settings(manager, ""),
+                        profile = picker(
+                            "Profile", manager.profiles, profile_key, handlers.profile_info(manager, profile_key)
                         )
-                        mute = gr.Checkbox(value=False, label="Mute", min_width=90, elem_id="mute")
-                    with gr.Row():
-                        save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
-                        narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
-                    gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
-                mic_on = manager.transcriber is not None
-                with gr.Accordion("Say an instruction" + ("" if mic_on else " (off)"), open=False, elem_id="mic-box"):
-                    mic = gr.Audio(
-                        sources=["microphone"],
-                        type="numpy",
-                        label="Microphone",
-                        interactive=mic_on,
-                        visible=mic_on,
-                        elem_id="mic",
+                        preset = picker(
+                            "Preset", manager.presets.presets, preset_key, handlers.preset_info(manager, preset_key)
+                        )
+                    upload = gr.File(
+                        label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload"
                     )
+                    url = gr.Textbox(
+                        label="Stream URL",
+                        placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",
+                        visible=False,
+                        elem_id="url",
+                    )
+                    with gr.Row():
+                        start = gr.Button("Start", variant="primary", min_width=100, elem_id="start")
+                        stop = gr.Button("Stop", variant="secondary", min_width=100, elem_id="stop")
+                    gr.HTML(LIVE_AREA, elem_id="live", padding=False)
+                    gr.HTML(
+                        f'<div id="status-box">{handlers.status_html(manager, "")}</div>',
+                        elem_id="status",
+                        padding=False,
+                    )
+                    sync = gr.Checkbox(
+                        value=settings.live_sync,
+                        label="Delay the picture to match the commentary",
+                        info="Holds the picture back by the time the words take, so both line up.",
+                        elem_id="sync",
+                    )
+                with gr.Column(scale=2, elem_id="talk-column"):
+                    gr.HTML(CHAT_PANE, elem_id="chat", padding=False)
+                    instruction = gr.Textbox(
+                        label="Tell the commentator",
+                        placeholder="focus on the goalkeeper · watch the door",
+                        info=handlers.instruction_info(manager),
+                        elem_id="instruction",
+                    )
+                    with gr.Accordion("Speech", open=True, elem_id="speech"):
+                        with gr.Row(equal_height=True):
+                            engines = handlers.engine_choices(manager)
+                            speech_prefs = manager.voice_prefs("")
+                            engine = gr.Dropdown(
+                                engines,
+                                value=speech_prefs.engine,
+                                label="Speech engine",
+                                interactive=bool(engines),
+                                min_width=220,
+                                elem_id="speech-engine",
+                            )
+                            voice = gr.Dropdown(
+                                label="Voice",
+                                allow_custom_value=True,
+                                min_width=140,
+                                elem_id="voice",
+                                **handlers.voice_settings(manager, ""),
+                            )
+                            mute = gr.Checkbox(value=False, label="Mute", min_width=90, elem_id="mute")
+                        with gr.Row():
+                            save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
+                            narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
+                        gr.Markdown(speech_info(manager), elem_id="speech-info", elem_classes=["small-note"])
+                    mic_on = manager.transcriber is not None
+                    with gr.Accordion(
+                        "Say an instruction" + ("" if mic_on else " (off)"), open=False, elem_id="mic-box"
+                    ):
+                        mic = gr.Audio(
+                            sources=["microphone"],
+                            type="numpy",
+                            label="Microphone",
+                            interactive=mic_on,
+                            visible=mic_on,
+                            elem_id="mic",
+                        )
+                        gr.Markdown(
+                            manager.stt_reason,
+                            visible=bool(manager.stt_reason),
+                            elem_id="mic-off",
+                            elem_classes=["small-note"],
+                        )
                     gr.Markdown(
-                        manager.stt_reason,
-                        visible=bool(manager.stt_reason),
-                        elem_id="mic-off",
+                        f"Model: **{manager.choice.backend.description}**",
+                        elem_id="backend",
                         elem_classes=["small-note"],
                     )
-                gr.Markdown(
-                    f"Model: **{manager.choice.backend.description}**", elem_id="backend", elem_classes=["small-note"]
-                )
+            build_history_tab(HistoryAccess.from_settings(settings))
 
         def show_inputs(choice: str) -> tuple[dict, dict, dict]:
             return (
@@ -354,6 +317,9 @@ def launch(settings: Settings) -> int:
             "anyone with the link can watch your camera and use your GPU. Add --auth user:password.",
             file=sys.stderr,
         )
+    if settings.record:
+        for line in tidy(settings.record_dir or default_record_dir(), settings.keep_days, settings.max_record_gb):
+            print(f"· retention: {line}", file=sys.stderr, flush=True)
     manager = SessionManager(settings, choice, run.presets, run.profiles)
     demo = build_demo(manager)
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None

@@ -23,6 +23,7 @@ from pipeline.backends.base import Choice
 from pipeline.config import PresetFile, Settings, pick
 from pipeline.errors import OnlookerError
 from pipeline.prompts import Profile
+from pipeline.recording.recorder import Recorder
 from pipeline.session import build_session
 from pipeline.sources.base import Source
 from pipeline.sources.guard import UrlGuard, is_loopback
@@ -163,7 +164,18 @@ class SessionManager:
         self._tabs: dict[str, TabChannel] = {}
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
         self._voices: dict[str, VoicePrefs] = {}
+        self._logins: dict[str, str] = {}  # tab → the login it came with (--auth), whose sessions it records
         self._lock = threading.Lock()
+
+    def note_login(self, key: str, username: str | None) -> None:
+        """The login a tab's requests come with (``--auth``): its recordings are that visitor's."""
+        if username:
+            with self._lock:
+                self._logins[key] = username
+
+    def login(self, key: str) -> str | None:
+        with self._lock:
+            return self._logins.get(key)
 
     def voice_prefs(self, key: str) -> VoicePrefs:
         """This tab's speech choices (the run's defaults until the tab changes them)."""
@@ -225,6 +237,8 @@ class SessionManager:
         viewer = Viewer(
             channel, run, self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key)
         )
+        if (recorder := viewer.session.consumer(Recorder)) is not None:
+            recorder.owner = self.login(key)
         viewer.sync = self._sync.get(key, self.settings.live_sync)
         if viewer.session.speaker is not None:
             viewer.session.speaker.set_muted(self.voice_prefs(key).muted)

@@ -68,6 +68,7 @@ class UploadLimits:
                 f"{path.name}: the video is {length} long, over this app's limit of {self.minutes:g} minutes "
                 "(--max-upload-minutes / ONLOOKER_MAX_UPLOAD_MINUTES); trim it shorter"
             )
+        source.temporary = True  # Gradio's upload cache is cleaned: a recording keeps its own copy
         return source
 
 

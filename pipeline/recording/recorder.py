@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import sqlite3
 import time
 from collections import deque
 from pathlib import Path
@@ -31,8 +34,10 @@ from pipeline.recording.folder import (
     new_folder,
     write_meta,
 )
+from pipeline.recording.history import HistoryIndex
 from pipeline.recording.narration_file import NarrationFile
 from pipeline.recording.subtitles import CueFeed, SubtitleFiles
+from pipeline.recording.upkeep import EVERY, tidy
 from pipeline.recording.video import VideoRecorder
 
 if TYPE_CHECKING:
@@ -61,10 +66,14 @@ class Recorder(Consumer):
     hears_audio = True
     keeps_video = True
 
-    def __init__(self, root: Path, owner: str | None = None) -> None:
+    def __init__(
+        self, root: Path, owner: str | None = None, keep_days: float | None = None, max_gb: float | None = None
+    ) -> None:
         super().__init__()
         self.root = root
         self.owner = owner
+        self.keep_days, self.max_gb = keep_days, max_gb
+        self._tidied = time.monotonic()  # the front end tidied at start; then every hour from here
         self.folder: Path | None = None
         self.meta: SessionMeta | None = None
         self.stopped_because: str | None = None  # why the recording stopped early, once it has
@@ -72,6 +81,8 @@ class Recorder(Consumer):
         self._cues = CueFeed(self._subtitle_files)
         self._narration: dict[str, NarrationFile] = {}
         self._video: dict[str, VideoRecorder] = {}  # made on the starting thread, written on the recorder's
+        self._copies: list[tuple[str, Path, str]] = []  # uploads to copy in: camera id, file, stem
+        self._segments: dict[str, list[str]] = {}  # camera id → its video files so far
         self._audio: deque[tuple[str, AudioOut]] = deque()  # filled on the speakers' threads
         self._media_now: dict[str, float] = {}
         self._meta_written = 0.0
@@ -82,7 +93,7 @@ class Recorder(Consumer):
         """On unless ``--no-record``; in ``--record-dir`` (``ONLOOKER_RECORD_DIR``) or the user's data folder."""
         if not settings.record:
             return None
-        return cls(settings.record_dir or default_record_dir())
+        return cls(settings.record_dir or default_record_dir(), None, settings.keep_days, settings.max_record_gb)
 
     # --- the consumer's hooks ---
     def hear(self, camera: CameraTag, chunk: AudioOut) -> None:
@@ -92,7 +103,7 @@ class Recorder(Consumer):
     def video_tap(self, camera: CameraTag, source: Source) -> VideoRecorder | None:
         """The source video, for sources that are not already a file on disk (network video, cameras,
         the webcam); made before the camera's first event, so the folder is made here if need be."""
-        if source.kind == "file" or self.stopped_because is not None:
+        if self.stopped_because is not None or (source.kind == "file" and not source.temporary):
             return None
         try:
             if self.folder is None:
@@ -101,6 +112,9 @@ class Recorder(Consumer):
             self._stop_recording(exc)
             return None
         assert self.folder is not None
+        if source.kind == "file":  # an upload: its own copy, since the upload cache will not keep it
+            self._copies.append((camera.id, Path(source.uri), camera_file(len(self._video), camera.id, "video", "")))
+            return None
         stem = camera_file(len(self._video), camera.id, "video", "")
         video = VideoRecorder(self.folder, stem, lambda name: self._video_segment(camera.id, name))
         self._video[camera.id] = video
@@ -121,6 +135,12 @@ class Recorder(Consumer):
             self._write_audio()
             for video in self._video.values():
                 video.write()
+            while self._copies:
+                self._copy_upload(*self._copies.pop())
+            if time.monotonic() - self._tidied > EVERY:
+                self._tidied = time.monotonic()
+                assert self.folder is not None
+                tidy(self.root, self.keep_days, self.max_gb, keep={self.folder.name})
             if time.monotonic() - self._meta_written > META_EVERY:
                 self._write_meta()
         except OSError as exc:
@@ -147,6 +167,18 @@ class Recorder(Consumer):
             if self._log is not None:
                 with contextlib.suppress(OSError):
                     self._log.close()
+        self._index()
+
+    def _index(self) -> None:
+        """The finished session goes into the History's index (a cache: a failure here loses nothing)."""
+        assert self.folder is not None
+        try:
+            with HistoryIndex(self.root) as index:
+                index.add(self.folder)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            log.warning(
+                "history: %s was recorded but not indexed (%s); the index is rebuilt from the folders", self.folder, exc
+            )
 
     # --- writing ---
     def _record(self, event: Event) -> None:
@@ -187,16 +219,30 @@ class Recorder(Consumer):
             files["narration"] = camera_file(index, camera.id, "narration", ".ogg")
             self._narration[camera.id] = NarrationFile(self.folder / files["narration"])
         fields = {k: getattr(event, k) for k in ("source", "kind", "profile", "preset", "instructions", "backend")}
+        if camera.id in self._segments:
+            files["video"] = list(self._segments[camera.id])
         self.meta.cameras.append(CameraMeta(id=camera.id, name=camera.name, speaks=event.speaks, files=files, **fields))
         self._write_meta()
 
     def _video_segment(self, camera_id: str, name: str) -> None:
         """A new video segment was started (on the recorder's thread): list it in session.json at once."""
         assert self.meta is not None
+        self._segments.setdefault(camera_id, []).append(name)
         for camera in self.meta.cameras:
-            if camera.id == camera_id:
-                camera.files.setdefault("video", []).append(name)
+            if camera.id == camera_id:  # else its camera_start is still queued: listed when it comes
+                camera.files["video"] = list(self._segments[camera_id])
         self._write_meta()
+
+    def _copy_upload(self, camera_id: str, upload: Path, stem: str) -> None:
+        """Keep an uploaded file with the session: a hard link where the upload cache is on the same disk,
+        else a copy (on the recorder's thread: commentary does not wait for it)."""
+        assert self.folder is not None
+        name = stem + upload.suffix.lower()
+        try:
+            os.link(upload, self.folder / name)
+        except OSError:
+            shutil.copyfile(upload, self.folder / name)
+        self._video_segment(camera_id, name)
 
     def _note_video(self) -> None:
         """What the video recording could not keep, in the notes (a writer that fell behind drops video)."""

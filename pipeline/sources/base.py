@@ -48,6 +48,8 @@ class Source(ABC):
     live: bool = True
     #: Whether a live source that broke or ended is reopened (network streams; not a browser webcam).
     reconnects: bool = False
+    #: A file that will not stay where it is (a web upload): a recording keeps a copy of it.
+    temporary: bool = False
 
     def __init__(self, uri: str, source_id: str | None = None) -> None:
         self.uri = uri
