@@ -175,7 +175,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="web UI: address to listen on (0.0.0.0 for the whole network)")
     port: int = Field(7860, ge=1, le=65535, description="web UI: port to listen on")
     share: bool = Field(False, description="web UI: also publish a temporary public Gradio share link")
-    auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="web UI: require login, as user:password")
+    auth: str | None = Field(
+        None,
+        pattern=r"^[^:,]+:[^,]+(,[^:,]+:[^,]+)*$",
+        description="web UI: require login, as user:password (several: u1:p1,u2:p2; each sees only their own history)",
+    )
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
     max_upload_mb: int = Field(
         2048, ge=0, description="web UI: largest video file a visitor may upload (MB); 0 = no limit"
@@ -233,6 +237,12 @@ class Settings(BaseSettings):
     history_search: str | None = Field(None, description="search the comments of every recorded session and exit")
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
+
+    def logins(self) -> list[tuple[str, str]]:
+        """``--auth`` as (user, password) pairs."""
+        return [
+            (user, password) for user, password in (pair.split(":", 1) for pair in (self.auth or "").split(",") if pair)
+        ]
 
     def tuning(self, presets: PresetFile) -> Tuning:
         """The chosen preset with any explicit capture/window/stride/token overrides applied."""

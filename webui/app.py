@@ -322,7 +322,7 @@ def launch(settings: Settings) -> int:
             print(f"· retention: {line}", file=sys.stderr, flush=True)
     manager = SessionManager(settings, choice, run.presets, run.profiles)
     demo = build_demo(manager)
-    auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
+    auth = settings.logins() or None
     try:
         demo.queue(default_concurrency_limit=8).launch(
             server_name=settings.host,

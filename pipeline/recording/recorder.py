@@ -219,6 +219,8 @@ class Recorder(Consumer):
             files["narration"] = camera_file(index, camera.id, "narration", ".ogg")
             self._narration[camera.id] = NarrationFile(self.folder / files["narration"])
         fields = {k: getattr(event, k) for k in ("source", "kind", "profile", "preset", "instructions", "backend")}
+        if event.kind == "file":  # export finds the file from any working directory
+            fields["source"] = str(Path(event.source).absolute())
         if camera.id in self._segments:
             files["video"] = list(self._segments[camera.id])
         self.meta.cameras.append(CameraMeta(id=camera.id, name=camera.name, speaks=event.speaks, files=files, **fields))
