@@ -22,21 +22,17 @@ What goes in, from one camera of a session folder (``session.json`` says which f
   (``burn_subtitles``), and then there is no subtitle track.
 
 Everything is on the media timeline: media time 0 is the video's first frame, and the narration and
-subtitles are placed from there even when the container starts its other streams a little earlier.
-Recorded segments carry their media times: the first segment's first frame is media time 0 (the
-recorder starts the video with the first frame) and each later one is placed at its own start time
-relative to it; segments whose times do not increase (each starting at 0) are joined back to back.
-The MP4 is exactly as long as the video (``-t``), with ``+faststart`` so it plays while it downloads.
-It is written next to ``out`` under a temporary name and renamed when FFmpeg succeeded, so ``out`` is
-either the whole export or untouched (an existing ``out`` is replaced). FFmpeg runs with a time limit
-and is always reaped; a failure is one ``OnlookerError`` line with the end of FFmpeg's own message.
+subtitles are placed from there even when the container starts its other streams a little earlier
+(``export_inputs`` finds and probes what goes in, and says how recorded segments line up). The MP4 is
+exactly as long as the video (``-t``), with ``+faststart`` so it plays while it downloads. It is written
+next to ``out`` under a temporary name and renamed when FFmpeg succeeded, so ``out`` is either the whole
+export or untouched (an existing ``out`` is replaced). FFmpeg runs with a time limit and is always
+reaped; a failure is one ``OnlookerError`` line with the end of FFmpeg's own message.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import json
 import os
 import re
 import shutil
@@ -46,21 +42,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
-
 from pipeline.errors import OnlookerError
-from pipeline.recording.folder import META, CameraMeta, SessionMeta, read_meta
+from pipeline.recording.export_inputs import (
+    Subtitles,
+    Video,
+    find_narration,
+    find_subtitles,
+    probe_video,
+    read_session,
+    session_camera,
+    video_files,
+)
 
 COPYABLE = frozenset({"h264", "hevc", "av1"})  # video codecs copied into MP4 as they are
-MP4_HEADER_FORMATS = ("mov", "mp4")  # containers whose header gives exact stream start and duration
 NARRATION_BITRATE = "64k"  # mono speech
 ORIGINAL_BITRATE_PER_CHANNEL = 64_000
 TIMEOUT_BASE = 60.0  # seconds, plus a multiple of the video's duration (``default_timeout``)
 TIMEOUT_PER_SECOND_COPY = 1.0
 TIMEOUT_PER_SECOND_ENCODE = 4.0
-PROBE_TIMEOUT = 30.0  # seconds for ffprobe to read a file's header
 STDERR_LINES = 3  # of FFmpeg's message in an error
-PAST_END_NOTE = 0.5  # seconds of narration past the video's end worth a note
 
 
 @dataclass
@@ -80,31 +80,6 @@ def default_export_name(folder: Path) -> str:
     return f"{Path(folder).name}.mp4"
 
 
-@dataclass
-class _Video:
-    """The video input, probed: its files, codec, size, and where the frames lie on the input's timeline."""
-
-    files: list[Path]
-    stream_index: int  # the first real video stream (not cover art) of the (first) file
-    codec: str
-    width: int
-    height: int
-    offset: float  # seconds from the input's start (FFmpeg's zero) to the first frame: media time 0
-    duration: float  # seconds from the first frame to the end of the last
-    audio_index: int | None  # the source's first audio stream, if any (single files only)
-    audio_channels: int
-    audio_codec: str | None
-    segment_durations: list[float] | None = None  # concat ``duration`` of every segment but the last
-    sizes_differ: bool = False  # segments of different sizes (a camera that came back at another resolution)
-
-
-@dataclass
-class _Subtitles:
-    path: Path
-    cues: int
-    past_end: int  # cues that start at or after the video's end
-
-
 def export_session(
     folder: Path,
     out: Path,
@@ -120,15 +95,15 @@ def export_session(
     why FFmpeg failed."""
     began = time.monotonic()
     folder, out = Path(folder), Path(out)
-    meta = _read_session(folder)
-    cam = _camera(meta, camera, folder)
+    meta = read_session(folder)
+    cam = session_camera(meta, camera, folder)
     ffmpeg = _ffmpeg()
     notes: list[str] = []
-    video = _probe_video(_video_files(folder, cam))
+    video = probe_video(video_files(folder, cam))
     if any(_same_file(out, f) for f in video.files):
         raise OnlookerError(f"{out}: that is the source video itself; export to another file name")
-    narration = _narration(folder, cam, video, notes)
-    subtitles = _subtitles(folder, cam, video, notes)
+    narration = find_narration(folder, cam, video, notes)
+    subtitles = find_subtitles(folder, cam, video, notes)
     if burn_subtitles and subtitles is None:
         notes.append("no subtitles to burn in (no comments were kept)")
     burn = burn_subtitles and subtitles is not None
@@ -168,214 +143,20 @@ def default_timeout(duration: float, encode: bool) -> float:
     return TIMEOUT_BASE + duration * (TIMEOUT_PER_SECOND_ENCODE if encode else TIMEOUT_PER_SECOND_COPY)
 
 
-# --- what goes in ---
-def _read_session(folder: Path) -> SessionMeta:
-    if not (folder / META).is_file():
-        if not folder.is_dir():
-            raise OnlookerError(f"{folder}: no such session folder")
-        raise OnlookerError(f"{folder} is not a recorded session: it has no {META}")
-    try:
-        return read_meta(folder)
-    except (OSError, ValueError, TypeError) as exc:
-        raise OnlookerError(f"{folder / META} cannot be read ({exc}); the recording is damaged") from None
-
-
-def _camera(meta: SessionMeta, index: int, folder: Path) -> CameraMeta:
-    count = len(meta.cameras)
-    if count == 0:
-        raise OnlookerError(f"{folder}: the session has no camera (it ended before one started); nothing to export")
-    if not 0 <= index < count:
-        which = "camera 0" if count == 1 else f"cameras 0 to {count - 1}"
-        raise OnlookerError(f"there is no camera {index} in this session: it has {which}")
-    return meta.cameras[index]
-
-
-def _video_files(folder: Path, cam: CameraMeta) -> list[Path]:
-    """The video's files, in order: the recorded video in the folder, else a file camera's source file."""
-    kept = cam.files.get("video")
-    if kept:
-        names = [kept] if isinstance(kept, str) else list(kept)
-        paths = [folder / name for name in names]
-        missing = [p.name for p in paths if not p.is_file()]
-        if missing:
-            raise OnlookerError(f"the recorded video {', '.join(missing)} is missing from {folder}; export needs it")
-        return paths
-    if cam.kind == "file":
-        source = Path(cam.source).expanduser()
-        if not source.is_file():
-            raise OnlookerError(f"the source video {cam.source} is gone; export needs it")
-        return [source]
-    raise OnlookerError(
-        f"camera {cam.name!r} ({cam.kind}) has no recorded video: sessions recorded before Onlooker kept the "
-        "video of webcams and live cameras have subtitles and narration only; export needs the video"
-    )
-
-
 def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` (a link or another spelling too): writing it would destroy the source."""
     try:
         return a.exists() and os.path.samefile(a, b)
     except OSError:
         return False
 
 
-def _probe_video(files: list[Path]) -> _Video:
-    """Codec, size and timing of the video; segments' start times place each one on the timeline."""
-    spans = [_probe_file(path) for path in files]
-    first = spans[0]
-    codecs = {span["codec"] for span in spans}
-    if len(codecs) > 1:
-        listed = ", ".join(sorted(codecs))
-        raise OnlookerError(f"the recorded video's segments differ in codec ({listed}); export cannot join them")
-    starts = [span["start"] for span in spans]
-    durations: list[float] | None = None
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    if gaps and all(gap > 0 for gap in gaps):
-        durations = gaps  # each segment at its own start time, so a gap in the recording stays one
-        total = spans[-1]["end"] - starts[0]
-    else:
-        total = sum(span["end"] - span["start"] for span in spans)  # back to back
-    single = len(spans) == 1
-    return _Video(
-        files=files,
-        stream_index=first["index"],
-        codec=first["codec"],
-        width=first["width"],
-        height=first["height"],
-        offset=_first_frame_offset(files[0], first) if single else 0.0,
-        duration=total,
-        audio_index=first["audio_index"] if single else None,
-        audio_channels=first["audio_channels"],
-        audio_codec=first["audio_codec"] if single else None,
-        segment_durations=durations,
-        sizes_differ=len({(span["width"], span["height"]) for span in spans}) > 1,
-    )
-
-
-def _probe_file(path: Path) -> dict:
-    try:
-        with av.open(str(path)) as container:
-            videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-            if not videos:
-                raise OnlookerError(f"{path} has no video stream")
-            stream = videos[0]
-            audio = container.streams.audio[0] if container.streams.audio else None
-            base = stream.time_base
-            container_start = container.start_time / av.time_base if container.start_time is not None else 0.0
-            exact = container.format.name.split(",")[0] in MP4_HEADER_FORMATS
-            if exact and stream.start_time is not None and stream.duration:
-                start = float(stream.start_time * base)
-                end = start + float(stream.duration * base)
-            else:
-                start, end = _scan(container, stream)
-            return {
-                "index": stream.index,
-                "codec": stream.codec_context.name,
-                "width": stream.codec_context.width,
-                "height": stream.codec_context.height,
-                "start": start,
-                "end": end,
-                "container_start": min(container_start, start),
-                "audio_index": audio.index if audio is not None else None,
-                "audio_channels": audio.codec_context.channels if audio is not None else 0,
-                "audio_codec": audio.codec_context.name if audio is not None else None,
-            }
-    except av.error.FFmpegError as exc:
-        raise OnlookerError(f"cannot read the video {path}: {exc}") from None
-
-
-def _first_frame_offset(path: Path, probed: dict) -> float:
-    """Seconds from FFmpeg's zero for this input (its earliest stream's start) to the first video frame.
-
-    Asked of ffprobe, which shares the ``ffmpeg`` CLI's libraries: PyAV may bring another FFmpeg that
-    sees a stream's start differently (an Opus track's pre-skip, a few ms before 0); PyAV's view when
-    there is no ffprobe."""
-    fallback = max(probed["start"] - probed["container_start"], 0.0)
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        return fallback
-    entries = "format=start_time:stream=index,start_time"
-    try:
-        done = subprocess.run(
-            [ffprobe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-        )
-        data = json.loads(done.stdout)
-        video = next(s for s in data["streams"] if s["index"] == probed["index"])
-        return max(float(video["start_time"]) - float(data["format"]["start_time"]), 0.0)
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, StopIteration):
-        return fallback
-
-
-def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[float, float]:
-    """First frame's time and last frame's end from the packets (MPEG-TS and Matroska give no exact duration)."""
-    base = stream.time_base
-    rate = stream.average_rate or stream.guessed_rate
-    frame = 1 / float(rate) if rate else 0.0
-    first = last = None
-    last_duration = 0.0
-    for packet in container.demux(stream):
-        if packet.pts is None:
-            continue
-        if first is None or packet.pts < first:
-            first = packet.pts
-        if last is None or packet.pts >= last:
-            last, last_duration = packet.pts, float(packet.duration * base) if packet.duration else frame
-    if first is None or last is None:
-        raise OnlookerError(f"{container.name} has no video frames")
-    return float(first * base), float(last * base) + last_duration
-
-
-def _narration(folder: Path, cam: CameraMeta, video: _Video, notes: list[str]) -> Path | None:
-    name = cam.files.get("narration")
-    if not name:
-        return None
-    path = folder / name
-    if not path.is_file():
-        notes.append(f"the narration file {name} is missing: the MP4 has no narration")
-        return None
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise av.error.InvalidDataError(0, "no audio stream")
-            length = container.duration / av.time_base if container.duration else 0.0
-    except av.error.FFmpegError as exc:
-        notes.append(f"the narration file {name} cannot be read ({exc}): the MP4 has no narration")
-        return None
-    if length > video.duration + PAST_END_NOTE:
-        past = length - video.duration
-        notes.append(f"the narration goes on {past:.1f} s past the video's end (a looped file?): cut there")
-    return path
-
-
-CUE_START = re.compile(r"^\s*(\d+):(\d\d):(\d\d)[,.](\d{3})\s*-->", re.MULTILINE)
-VTT_CUE_START = re.compile(r"^\s*(?:(\d+):)?(\d\d):(\d\d)\.(\d{3})\s*-->", re.MULTILINE)
-
-
-def _subtitles(folder: Path, cam: CameraMeta, video: _Video, notes: list[str]) -> _Subtitles | None:
-    """The camera's SRT, else its WebVTT; None when neither holds a cue (FFmpeg cannot open an empty file)."""
-    for kind, pattern in (("srt", CUE_START), ("vtt", VTT_CUE_START)):
-        name = cam.files.get(kind)
-        if not name or not (folder / name).is_file():
-            continue
-        text = (folder / name).read_text(encoding="utf-8", errors="replace")
-        starts = [int(h or 0) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in pattern.findall(text)]
-        if not starts:
-            return None  # the camera kept no comment
-        past = sum(1 for start in starts if start >= video.duration)
-        if past:
-            notes.append(f"{past} subtitle(s) after the video's end left out")
-        return _Subtitles(folder / name, len(starts), past)
-    return None
-
-
 # --- the command ---
 def _command(
     ffmpeg: str,
-    video: _Video,
+    video: Video,
     narration: Path | None,
-    subtitles: _Subtitles | None,
+    subtitles: Subtitles | None,
     burn: bool,
     encode: bool,
     tmp: Path,
@@ -478,7 +259,7 @@ def _codec_name(codec: str) -> str:
     return {"h264": "H.264", "hevc": "HEVC", "av1": "AV1"}.get(codec, codec)
 
 
-def _concat_list(video: _Video) -> str:
+def _concat_list(video: Video) -> str:
     """The concat demuxer's list: every segment, and, when their start times say so, how far apart they start."""
     lines = ["ffconcat version 1.0"]
     for number, path in enumerate(video.files):
