@@ -57,6 +57,7 @@ class Session:
         self.consumers: list[Consumer] = []
         self._started = False
         self._lock = threading.Lock()
+        self._cameras_over = threading.Event()  # every camera done: what ``join`` waits for first
         spec = CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name, preset=preset)
         self.add_camera(spec, on_audio)
         for consumer in consumers:
@@ -116,6 +117,7 @@ class Session:
             finished = all(c.done for c in self.cameras)
         if finished:
             self.bus.close()  # consumers drain what is queued, then end
+            self._cameras_over.set()
 
     # --- the first camera, for the one-camera front ends ---
     @property
@@ -169,10 +171,10 @@ class Session:
     def join(self, timeout: float | None = None) -> bool:
         """Block until the session is over: every camera done and every consumer ended; True when it is."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for consumer in self.consumers:
-            if not consumer.join(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
-                return False
-        return all(camera.done for camera in self.cameras)
+        left = lambda: None if deadline is None else max(deadline - time.monotonic(), 0.0)  # noqa: E731
+        if not self._cameras_over.wait(left()):
+            return False
+        return all(consumer.join(left()) for consumer in self.consumers)
 
 
 def build_session(
