@@ -30,6 +30,7 @@ from pipeline.speech.gate import SpeechGate
 from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
 
 C = TypeVar("C", bound=Consumer)
+FINISH_S = 2.0  # how long a stopped session's consumers get, all together, to handle what is queued
 
 
 class Session:
@@ -157,11 +158,18 @@ class Session:
         return next((c.error for c in self.cameras if c.error), None)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every camera, close the bus and stop the consumers; joins every thread. Safe to call twice."""
+        """Stop every camera, close the bus and stop the consumers; joins every thread. Safe to call twice.
+
+        Consumers handle what is already queued (the recorder keeps the last events) within ``FINISH_S``,
+        but do not ``drain``: the session was stopped, it did not end."""
+        for consumer in self.consumers:
+            consumer.halt()
         for camera in self.cameras:
             camera.stop(timeout)
         self.bus.close()
+        deadline = time.monotonic() + FINISH_S
         for consumer in self.consumers:
+            consumer.join(max(deadline - time.monotonic(), 0.0))
             consumer.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -252,7 +252,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
     return demo
 
 
-PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-", "viewer-", "speaker", "onlooker-")
+PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-", "viewer-", "speaker", "onlooker-", "consumer-")
 
 
 def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:

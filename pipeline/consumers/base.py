@@ -45,6 +45,7 @@ class Consumer(ABC):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._finishing = threading.Event()
+        self._halted = threading.Event()
         self._ended = threading.Event()
         self._last_t = 0.0
 
@@ -93,6 +94,11 @@ class Consumer(ABC):
     def finish(self) -> None:
         """Handle what is queued, ``drain``, then end, without waiting for the bus to close."""
         self._finishing.set()
+
+    def halt(self) -> None:
+        """Its owner is stopping the session: what is queued is still handled, but the run did not end on
+        its own, so there is no ``drain`` (a page told "stopped" is not then told "the video has ended")."""
+        self._halted.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop now (what is still queued is not handled) and join the thread. Safe to call twice."""
@@ -146,7 +152,7 @@ class Consumer(ABC):
                     break
                 if self.tick is not None and not self._stop.is_set():
                     self.idle()
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not self._halted.is_set():
                 self.drain()
         except Exception as exc:  # a consumer never takes the session down, and never dies silently
             log.exception("consumer %s crashed", self.name)

@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
 import pytest
 
+from pipeline.recording.folder import read_meta
 from tests.helpers.browser import (
     AppServer,
     chromium_available,
@@ -110,7 +112,9 @@ def test_first_screen_explains_itself(open_tab, tmp_path: Path) -> None:
     doc_screenshot(page, "screenshot-first-screen", tmp_path)
 
 
-def test_webcam_one_preview_commentary_speech_and_stop(app: AppServer, open_tab, tmp_path: Path) -> None:
+def test_webcam_one_preview_commentary_speech_and_stop(
+    app: AppServer, open_tab, tmp_path: Path, user_data_home: Path
+) -> None:
     page = open_tab()
     pick_mode(page, "Webcam")
     expect(page.locator("#upload")).to_be_hidden()
@@ -128,6 +132,15 @@ def test_webcam_one_preview_commentary_speech_and_stop(app: AppServer, open_tab,
     expect(page.locator("#live-msg")).to_contain_text("Stopped")
     expect(page.locator("#stop")).to_be_disabled()
     wait_health(app.url, 0, timeout=10)
+    # What the web app kept of it: the webcam's frames encoded as they came, and what was said.
+    folder = max((user_data_home / "onlooker" / "sessions").glob("*_webcam*"), key=lambda p: p.stat().st_mtime)
+    camera = read_meta(folder).cameras[0]
+    assert camera.kind == "webcam" and camera.speaks and not read_meta(folder).interrupted
+    with av.open(str(folder / camera.files["video"][0])) as video:
+        stream = video.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in video.decode(stream)) >= 10  # seconds of the camera, at the rate it came
+    assert (folder / camera.files["narration"]).stat().st_size > 0
 
 
 def test_upload_streams_commentary_until_the_file_ends(app: AppServer, open_tab, story_video: Path, tmp_path) -> None:
