@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     export: Path | None = Field(
         None, description="headless: at the end, write the session as a narrated MP4 (video, narration, subtitles)"
     )
+    export_burn_subtitles: bool = Field(
+        False, description="headless: --export draws the subtitles into the picture (re-encodes the video)"
+    )
     keep_days: float | None = Field(
         None, gt=0, description="remove recorded sessions older than this many days (at start and hourly)"
     )

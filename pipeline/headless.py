@@ -52,12 +52,12 @@ def say_recorded(recorder: Recorder, notes: TextIO) -> None:
         notes.write(f"· recorded{incomplete}: {recorder.folder}\n")
 
 
-def export_recording(recorder: Recorder, out: Path, notes: TextIO) -> None:
+def export_recording(recorder: Recorder, out: Path, burn: bool, notes: TextIO) -> None:
     """``--export``: the finished recording as a narrated MP4."""
     if recorder.folder is None:
         raise OnlookerError(f"--export: nothing was recorded, so {out} was not made")
     notes.write(f"· exporting {out}…\n")
-    result = export_session(recorder.folder, out)
+    result = export_session(recorder.folder, out, burn_subtitles=burn)
     extra = f"; {'; '.join(result.notes)}" if result.notes else ""
     notes.write(f"· exported: {result.path} ({result.duration:.1f} s of video in {result.seconds:.1f} s{extra})\n")
 
@@ -104,7 +104,7 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
         recorder = session.consumer(Recorder)
         if recorder is not None:  # said last, once every file is finished
             if settings.export is not None:
-                stack.callback(export_recording, recorder, settings.export, notes)
+                stack.callback(export_recording, recorder, settings.export, settings.export_burn_subtitles, notes)
             stack.callback(say_recorded, recorder, notes)
         if speech is not None and settings.audio_out is not None:
             audio_out = settings.audio_out

@@ -225,6 +225,8 @@ class Recorder(Consumer):
             files["video"] = list(self._segments[camera.id])
         self.meta.cameras.append(CameraMeta(id=camera.id, name=camera.name, speaks=event.speaks, files=files, **fields))
         self._write_meta()
+        if len(self.meta.cameras) == 1:
+            self._index()  # listed from the start, as interrupted: a crash leaves it findable
 
     def _video_segment(self, camera_id: str, name: str) -> None:
         """A new video segment was started (on the recorder's thread): list it in session.json at once."""

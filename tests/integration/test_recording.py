@@ -18,6 +18,7 @@ from pathlib import Path
 import pysubs2
 import pytest
 
+from pipeline.recording.export import export_session
 from pipeline.recording.folder import read_meta
 from tests.helpers.media import Segment, write_video
 from tests.unit.test_narration_file import decode, loudness
@@ -132,6 +133,13 @@ def test_kill_9_mid_session_leaves_a_readable_interrupted_recording(moving_video
     samples, rate = decode(folder / "narration.ogg")
     assert len(samples) / rate >= max(said) - 0.5  # everything said is readable, up to the last fraction of a second
     pysubs2.load(str(folder / "subtitles.srt"))  # what was timed parses
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--history", "--record-dir", str(record_dir)],
+        capture_output=True, text=True, timeout=60, env=env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert "interrupted" in listed.stdout and folder.name in listed.stdout  # listed, and said to be cut short
+    exported = export_session(folder, tmp_path / "after-crash.mp4")
+    assert exported.duration > 1.0 and "subtitles" in " ".join(exported.tracks)  # and still exportable
 
 
 @pytest.fixture
