@@ -29,6 +29,7 @@ def show_history(settings: Settings, out: TextIO) -> int:
     """Print the sessions (newest first) or the comments matching ``--history-search``; 0, or 1 for none."""
     root = settings.record_dir or default_record_dir()
     with HistoryIndex(root) as index:
+        index.catch_up()
         if settings.history_search is not None:
             hits = index.search(settings.history_search, any_owner=True)
             for hit in hits:

@@ -72,6 +72,7 @@ def _when(started: float) -> str:
 def session_table(access: HistoryAccess, login: str | None) -> tuple[list[list[Any]], list[str]]:
     """The visitor's sessions, newest first, as table rows, and their ids in the same order."""
     with HistoryIndex(access.root) as index:
+        index.catch_up()
         rows = index.sessions(**access.scope(login))
     table = [
         [

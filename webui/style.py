@@ -43,6 +43,10 @@ CSS = """
 HEAD_CSS = """<style>
 .live-msg b { color: #fff !important; }
 @media (max-width: 700px) {
+  #source-mode .wrap { gap: 6px !important; }
+  #source-mode label { padding: 4px 10px !important; }
+  #tabs .tab-wrapper { padding-bottom: 0 !important; }
+  #watch-tab { padding-top: 4px !important; }
   .banner-next { display: none !important; }
   #upload .wrap, #upload button { min-height: 0 !important; }
   #upload { max-height: 80px !important; }

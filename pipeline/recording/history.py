@@ -199,6 +199,21 @@ class HistoryIndex:
         return len(records)
 
     # --- reading ---
+    def catch_up(self) -> int:
+        """Index the session folders the index does not have yet (a recorder could not write to it: a full
+        disk, another process holding it); returns how many were added. Cheap: a folder listing and a query."""
+        known = set(self._use(lambda conn: [row[0] for row in conn.execute("SELECT id FROM sessions")]))
+        added = 0
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        for folder in folders:
+            if folder.name not in known and (folder / META).is_file():
+                try:
+                    self.add(folder)
+                    added += 1
+                except (OSError, ValueError):
+                    continue  # not readable (yet): the next look tries again
+        return added
+
     def sessions(self, owner: str | None = None, *, any_owner: bool = False) -> list[SessionRow]:
         """Sessions newest first: ``owner``'s only (None: those recorded without a login), or everyone's
         with ``any_owner`` — a shared app shows a visitor only what they recorded."""

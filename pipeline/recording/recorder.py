@@ -176,9 +176,8 @@ class Recorder(Consumer):
             with HistoryIndex(self.root) as index:
                 index.add(self.folder)
         except (OSError, ValueError, sqlite3.Error) as exc:
-            log.warning(
-                "history: %s was recorded but not indexed (%s); the index is rebuilt from the folders", self.folder, exc
-            )
+            # A cache: the History catches up with the folders when it is next read (HistoryIndex.catch_up).
+            log.debug("history: %s not indexed yet (%s)", self.folder, exc)
 
     # --- writing ---
     def _record(self, event: Event) -> None:

@@ -399,3 +399,16 @@ def test_one_index_serves_many_threads(library: Path) -> None:
     for thread in readers:
         thread.join()
     assert failures == []
+
+
+def test_catch_up_indexes_the_folders_a_recorder_could_not_add(tmp_path: Path) -> None:
+    write_session(tmp_path, "first", started=100.0, said=[Said(1.0, "A heron lands.")])
+    with HistoryIndex(tmp_path) as index:
+        index.rebuild()
+        write_session(tmp_path, "second", started=200.0, said=[Said(2.0, "A heron leaves.")])  # never added
+        (tmp_path / "not-a-session").mkdir()
+        assert [row.id for row in index.sessions(any_owner=True)] == ["first"]
+        assert index.catch_up() == 1
+        assert [row.id for row in index.sessions(any_owner=True)] == ["second", "first"]
+        assert [hit.session_id for hit in index.search("leaves", any_owner=True)] == ["second"]
+        assert index.catch_up() == 0
