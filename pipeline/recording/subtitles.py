@@ -16,15 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.events import (
-    CameraStarted,
-    CommentaryFinished,
-    CommentaryStarted,
-    Event,
-    SpeechEnded,
-    SpeechSkipped,
-    SpeechStarted,
-)
+from pipeline import events as ev
 
 LINE_CHARS = 42  # the broadcast norm for one subtitle line
 MAX_LINES = 2
@@ -220,7 +212,14 @@ class CueTimer:
         del self._open[self._order.pop(0)]
 
 
-SUBTITLE_EVENTS = (CameraStarted, CommentaryStarted, CommentaryFinished, SpeechStarted, SpeechEnded, SpeechSkipped)
+SUBTITLE_EVENTS = (
+    ev.CameraStarted,
+    ev.CommentaryStarted,
+    ev.CommentaryFinished,
+    ev.SpeechStarted,
+    ev.SpeechEnded,
+    ev.SpeechSkipped,
+)
 
 
 class CueFeed:
@@ -234,9 +233,9 @@ class CueFeed:
         self._files: list[SubtitleFiles] = []
         self._seen = 0
 
-    def feed(self, event: Event) -> None:
+    def feed(self, event: ev.Event) -> None:
         camera = event.camera.id if event.camera else ""
-        if isinstance(event, CameraStarted):
+        if isinstance(event, ev.CameraStarted):
             files = self._files_for(camera, self._seen)
             self._seen += 1
             if files is not None:
@@ -246,15 +245,15 @@ class CueFeed:
         timer = self.timers.get(camera)
         if timer is None:
             return
-        if isinstance(event, CommentaryStarted):
+        if isinstance(event, ev.CommentaryStarted):
             timer.started(event.comment_id, event.t)
-        elif isinstance(event, CommentaryFinished):
+        elif isinstance(event, ev.CommentaryFinished):
             timer.finished(event.comment_id, event.text, not event.suppressed)
-        elif isinstance(event, SpeechStarted):
+        elif isinstance(event, ev.SpeechStarted):
             timer.speech_started(event.comment_id, event.at)
-        elif isinstance(event, SpeechEnded):
+        elif isinstance(event, ev.SpeechEnded):
             timer.speech_ended(event.comment_id, event.t)
-        elif isinstance(event, SpeechSkipped):
+        elif isinstance(event, ev.SpeechSkipped):
             timer.speech_skipped(event.comment_id)
         timer.advance(event.t)
 

@@ -182,12 +182,16 @@ def test_a_session_exports_copied_video_narration_first_original_sound_second_an
     assert subtitle_cues(out, tmp_path) == expected_cues()
 
 
+def split_video(source: Path, pattern: Path) -> None:
+    """The source's video cut into MPEG-TS segments of 3 s, stream-copied, as the recorder keeps a camera."""
+    ffmpeg("-i", str(source), "-map", "0:v", "-c", "copy", "-f", "segment", "-segment_time", "3", str(pattern))
+
+
 def test_a_segmented_recording_exports_every_frame_at_its_time(source: Path, tmp_path: Path) -> None:
     """A webcam's video kept as MPEG-TS segments: joined, copied, with every frame; the narration is in step."""
     folder = tmp_path / "session"
     folder.mkdir()
-    ffmpeg("-i", str(source), "-map", "0:v", "-c", "copy", "-f", "segment", "-segment_time", "3",
-           str(folder / "video-%04d.ts"))  # fmt: skip
+    split_video(source, folder / "video-%04d.ts")
     segments = sorted(p.name for p in folder.glob("video-*.ts"))
     assert len(segments) == 2
     make_session(folder, "browser webcam", kind="webcam", video=segments)
@@ -209,8 +213,7 @@ def test_a_gap_between_segments_stays_a_gap(source: Path, tmp_path: Path) -> Non
     """A camera that was away for 2 s: the second segment starts 2 s later, and so it does in the MP4."""
     folder = tmp_path / "session"
     folder.mkdir()
-    ffmpeg("-i", str(source), "-map", "0:v", "-c", "copy", "-f", "segment", "-segment_time", "3",
-           str(tmp_path / "part-%d.ts"))  # fmt: skip
+    split_video(source, tmp_path / "part-%d.ts")
     (tmp_path / "part-0.ts").rename(folder / "video-0001.ts")
     ffmpeg("-copyts", "-i", str(tmp_path / "part-1.ts"), "-c", "copy", "-output_ts_offset", "2",
            "-muxdelay", "0", "-muxpreload", "0", str(folder / "video-0002.ts"))  # fmt: skip
