@@ -8,6 +8,7 @@ tab and the terminal can say it without any thread passing it along (the folder 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Set
 from pathlib import Path
@@ -34,11 +35,12 @@ def tidy(root: Path, keep_days: float | None, max_gb: float | None, *, keep: Set
     """Apply the retention limits to ``root`` (nothing without a limit); the lines written to the log."""
     if (keep_days is None and max_gb is None) or not root.is_dir():
         return []
-    index = HistoryIndex(root)
     try:
-        removed = prune(root, keep_days, round(max_gb * GB) if max_gb else None, keep=keep, index=index)
-    finally:
-        index.close()
+        with HistoryIndex(root) as index:
+            removed = prune(root, keep_days, round(max_gb * GB) if max_gb else None, keep=keep, index=index)
+    except (OSError, sqlite3.Error) as exc:  # retention never stops a recording or a start
+        log.warning("retention: %s could not be tidied: %s", root, exc)
+        return []
     lines = [removal_line(r) for r in removed]
     if lines:
         try:
