@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pysubs2
 import pytest
 
 from pipeline.backends.base import CommentRequest
@@ -19,6 +20,8 @@ from pipeline.consumers.base import Consumer
 from pipeline.consumers.events_file import EventsFile
 from pipeline.events import CommentaryFinished, ErrorEvent, Event, Metrics, SourceStatus
 from pipeline.prompts import load_profiles
+from pipeline.recording.folder import read_meta
+from pipeline.recording.recorder import Recorder
 from pipeline.scheduler import scheduler_for
 from pipeline.session import Session
 from tests.helpers.media import Segment, write_video
@@ -139,3 +142,18 @@ def test_cameras_interleaving_on_a_stateful_backend_switch_less_and_wait_bounded
         assert scheduler.switches >= scheduler.turns / 2
     waits = [e.stages["queue_wait_ms"] for e in run.of(Metrics)]
     assert max(waits) < (scheduler.max_wait + 2) * 1000
+
+
+def test_two_cameras_are_recorded_in_one_folder_each_with_its_own_subtitles(videos, tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "sessions")
+    session = two_cameras(ScriptedBackend(), Tuning(min_interval=1.0, active_interval=1.0), [recorder])
+    run = play(session, *videos)
+    assert recorder.folder is not None and recorder.stopped_because is None
+    meta = read_meta(recorder.folder)
+    assert [c.id for c in meta.cameras] == ["front-door", "back-yard"] and not meta.interrupted
+    assert [c.files["srt"] for c in meta.cameras] == ["subtitles.srt", "subtitles.back-yard.srt"]
+    for camera in meta.cameras:
+        kept = [e.text.strip() for e in run.of(CommentaryFinished) if e.camera.id == camera.id and not e.suppressed]
+        cues = pysubs2.load(str(recorder.folder / camera.files["srt"]))
+        assert " ".join(c.plaintext.replace("\n", " ") for c in cues).split() == " ".join(kept).split()
+    assert meta.comments == sum(1 for e in run.of(CommentaryFinished) if not e.suppressed and e.text.strip())
