@@ -83,6 +83,7 @@ class Recorder(Consumer):
         self._video: dict[str, VideoRecorder] = {}  # made on the starting thread, written on the recorder's
         self._copies: list[tuple[str, Path, str]] = []  # uploads to copy in: camera id, file, stem
         self._segments: dict[str, list[str]] = {}  # camera id → its video files so far
+        self._tapped = 0  # cameras offered to video_tap so far
         self._audio: deque[tuple[str, AudioOut]] = deque()  # filled on the speakers' threads
         self._media_now: dict[str, float] = {}
         self._meta_written = 0.0
@@ -103,6 +104,8 @@ class Recorder(Consumer):
     def video_tap(self, camera: CameraTag, source: Source) -> VideoRecorder | None:
         """The source video, for sources that are not already a file on disk (network video, cameras,
         the webcam); made before the camera's first event, so the folder is made here if need be."""
+        index = self._tapped  # the camera's place in the session: its files are named by it
+        self._tapped += 1
         if self.stopped_because is not None or (source.kind == "file" and not source.temporary):
             return None
         try:
@@ -112,10 +115,10 @@ class Recorder(Consumer):
             self._stop_recording(exc)
             return None
         assert self.folder is not None
+        stem = camera_file(index, camera.id, "video", "")
         if source.kind == "file":  # an upload: its own copy, since the upload cache will not keep it
-            self._copies.append((camera.id, Path(source.uri), camera_file(len(self._video), camera.id, "video", "")))
+            self._copies.append((camera.id, Path(source.uri), stem))
             return None
-        stem = camera_file(len(self._video), camera.id, "video", "")
         video = VideoRecorder(self.folder, stem, lambda name: self._video_segment(camera.id, name))
         self._video[camera.id] = video
         return video
