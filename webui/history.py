@@ -3,16 +3,14 @@
 Who sees what: on the app at home (loopback, not shared) every session in the recordings' folder, the
 CLI's included. On a shared app (``--share`` or a non-loopback ``--host``) each visitor sees only the
 sessions recorded under their own login (``--auth``); without a login the tab is off and says why, since
-anyone with the link would otherwise see every camera's history. Files are handed to the page as copies
+anyone with the link would otherwise see every camera's history. The tab hands files to the page as copies
 in Gradio's cache (unguessable names), never by opening the recordings' folder to the web.
 """
 
 from __future__ import annotations
 
 import html
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from pipeline.errors import OnlookerError
 from pipeline.events import clock
 from pipeline.recording.export import export_session
 from pipeline.recording.folder import default_record_dir, read_meta
-from pipeline.recording.history import HistoryIndex, SessionRow
+from pipeline.recording.history import Comment, HistoryIndex, SessionRow
 from pipeline.recording.upkeep import recent_removals
 from pipeline.sources.guard import is_loopback
 
@@ -103,50 +101,38 @@ def notice(access: HistoryAccess) -> str:
     return ("Removed by retention: " + "; ".join(lines)) if lines else ""
 
 
-def _served(path: Path) -> str:
-    """A copy of ``path`` in a fresh temporary folder (a hard link where it can), for Gradio to serve."""
-    folder = Path(tempfile.mkdtemp(prefix="onlooker-history-"))
-    target = folder / path.name
-    try:
-        os.link(path, target)
-    except OSError:
-        shutil.copyfile(path, target)
-    return str(target)
-
-
-def _visible_row(access: HistoryAccess, login: str | None, session_id: str) -> SessionRow:
-    with HistoryIndex(access.root) as index:
-        row = index.session(session_id) if session_id else None
+def _visible_row(index: HistoryIndex, access: HistoryAccess, login: str | None, session_id: str) -> SessionRow:
+    row = index.session(session_id) if session_id else None
     if row is None or not access.may_see(row, login):
         raise gr.Error("That session is not in your history (it may have been deleted).", print_exception=False)
     return row
 
 
-def transcript_html(access: HistoryAccess, session_id: str) -> str:
-    with HistoryIndex(access.root) as index:
-        comments = index.comments(session_id)
+def transcript_html(comments: list[Comment]) -> str:
     if not comments:
         return '<p class="small-note">No comment was kept in this session.</p>'
     items = "".join(f'<li><span class="clock">{clock(c.t)}</span> {html.escape(c.text)}</li>' for c in comments)
     return f'<ol class="transcript">{items}</ol>'
 
 
-def session_files(folder: Path) -> list[str]:
+def session_files(folder: Path) -> list[Path]:
     """The session's downloads: the narrated MP4 if made, subtitles, events, narration audio."""
     names = [NARRATED, "subtitles.srt", "subtitles.vtt", "events.jsonl", "narration.ogg"]
-    return [_served(folder / name) for name in names if (folder / name).is_file()]
+    return [folder / name for name in names if (folder / name).is_file()]
 
 
 def open_session(
     access: HistoryAccess, login: str | None, session_id: str
-) -> tuple[str, tuple[Path, Path | None] | None, str, list[str]]:
+) -> tuple[str, tuple[Path, Path | None] | None, str, list[Path]]:
     """A session's page: title, its narrated video with subtitles (once made), transcript, downloads."""
-    row = _visible_row(access, login, session_id)
+    with HistoryIndex(access.root) as index:
+        row = _visible_row(index, access, login, session_id)
+        comments = index.comments(session_id)
     title = (
         f"### {html.escape(row.source)}\n{_when(row.started)} · {clock(row.duration)} · {row.comments} comments · "
         f"{row.alerts} alerts · {'interrupted' if row.interrupted else 'complete'} · {html.escape(row.backend)}"
     )
-    return title, _video(row.folder), transcript_html(access, session_id), session_files(row.folder)
+    return title, _video(row.folder), transcript_html(comments), session_files(row.folder)
 
 
 def _video(folder: Path) -> tuple[Path, Path | None] | None:
@@ -157,9 +143,12 @@ def _video(folder: Path) -> tuple[Path, Path | None] | None:
     return folder / NARRATED, subtitles if subtitles.is_file() else None
 
 
-def make_video(access: HistoryAccess, login: str | None, session_id: str) -> tuple[tuple[Path, Path | None], list[str]]:
+def make_video(
+    access: HistoryAccess, login: str | None, session_id: str
+) -> tuple[tuple[Path, Path | None], list[Path]]:
     """Export the session as a narrated MP4 into its folder (once), then show and offer it."""
-    row = _visible_row(access, login, session_id)
+    with HistoryIndex(access.root) as index:
+        row = _visible_row(index, access, login, session_id)
     if not (row.folder / NARRATED).is_file():
         try:
             result = export_session(row.folder, row.folder / NARRATED)
@@ -174,11 +163,11 @@ def make_video(access: HistoryAccess, login: str | None, session_id: str) -> tup
 
 def delete_session(access: HistoryAccess, login: str | None, session_id: str) -> None:
     """Remove the session's folder and forget it."""
-    row = _visible_row(access, login, session_id)
-    try:
-        read_meta(row.folder)  # only ever a session folder
-        shutil.rmtree(row.folder)
-    except (OSError, ValueError) as exc:
-        raise gr.Error(f"Could not delete the session: {exc}", print_exception=False) from None
     with HistoryIndex(access.root) as index:
+        row = _visible_row(index, access, login, session_id)
+        try:
+            read_meta(row.folder)  # only ever a session folder
+            shutil.rmtree(row.folder)
+        except (OSError, ValueError) as exc:
+            raise gr.Error(f"Could not delete the session: {exc}", print_exception=False) from None
         index.remove(session_id)

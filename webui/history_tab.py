@@ -73,12 +73,16 @@ def build_history_tab(access: HistoryAccess) -> gr.Tab:
                 gr.Info(f"No comment matches “{text.strip()}”.")
             return gr.update(visible=bool(table), value=table), ids
 
+        def cached(paths: list[Path]) -> list[str]:
+            """Copies in the app's cache (named by their content, so the MP4 the player and the downloads
+            share is copied once), from where only logged-in visitors can fetch them."""
+            return [files.move_resource_to_block_cache(p) or "" for p in paths]
+
         def player(media: tuple[Path, Path | None] | None) -> str:
-            """A <video> with the subtitles as a <track> (Gradio's Video no longer takes subtitles), its
-            files copied into the app's cache, from where only logged-in visitors can fetch them."""
+            """A <video> with the subtitles as a <track> (Gradio's Video no longer takes subtitles)."""
             if media is None:
                 return NO_VIDEO
-            mp4, vtt = (video.move_resource_to_block_cache(p) if p else None for p in media)
+            mp4, vtt = (cached([p])[0] if p else None for p in media)
             track = (
                 f'<track kind="subtitles" srclang="en" label="Comments" src="{file_url(vtt)}" default>' if vtt else ""
             )
@@ -88,11 +92,11 @@ def build_history_tab(access: HistoryAccess) -> gr.Tab:
             session_id = ids[event.index[0]] if ids and event.index else ""
             title, media, transcript_html, downloads = history.open_session(access, login(request), session_id)
             made = gr.update(visible=media is None)
-            return session_id, gr.update(visible=True), title, player(media), made, transcript_html, downloads
+            return session_id, gr.update(visible=True), title, player(media), made, transcript_html, cached(downloads)
 
         def make_video(session_id: str, request: gr.Request) -> tuple[Any, ...]:
             media, downloads = history.make_video(access, login(request), session_id)
-            return player(media), gr.update(visible=False), downloads
+            return player(media), gr.update(visible=False), cached(downloads)
 
         def delete_it(session_id: str, request: gr.Request) -> tuple[Any, ...]:
             if not session_id:  # the visitor said no
