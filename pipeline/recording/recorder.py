@@ -11,6 +11,7 @@ with one clear note on the bus; commentary never stops for it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -257,10 +258,11 @@ class Recorder(Consumer):
             if video.stats.dropped:
                 self.meta.notes.append(f"{camera}: {video.stats.dropped} video packets or frames dropped (slow disk)")
 
-    def _subtitle_files(self, camera_id: str, index: int) -> SubtitleFiles | None:
-        assert self.folder is not None
-        srt, vtt = (self.folder / camera_file(index, camera_id, "subtitles", s) for s in (".srt", ".vtt"))
-        return SubtitleFiles(srt, vtt)
+    def _subtitle_files(self, _camera_id: str, index: int) -> SubtitleFiles | None:
+        """The files ``_add_camera`` named for this camera (its camera_start was recorded just before)."""
+        assert self.folder is not None and self.meta is not None
+        files = self.meta.cameras[index].files
+        return SubtitleFiles(self.folder / files["srt"], self.folder / files["vtt"])
 
     def _write_audio(self, final: bool = False) -> None:
         while self._audio:
@@ -279,7 +281,7 @@ class Recorder(Consumer):
     def _stop_recording(self, exc: OSError) -> None:
         """Stop writing for good and say why, once; the session goes on."""
         where = self.folder or self.root
-        if exc.errno == 28:  # ENOSPC
+        if exc.errno == errno.ENOSPC:
             why = f"the disk is full ({where})"
         else:
             why = f"cannot write {getattr(exc, 'filename', None) or where}: {exc.strerror or exc}"
