@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import types
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pipeline.config import Settings
 
@@ -17,6 +17,8 @@ variable ONLOOKER_<FLAG> (e.g. --base-url -> ONLOOKER_BASE_URL) or in a .env fil
 
 
 def _scalar_type(annotation: Any) -> Any:
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(a for a in get_args(annotation) if a is not type(None))
     return annotation
@@ -31,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         kind = _scalar_type(field.annotation)
         env = f"ONLOOKER_{name.upper()}"
         default = field.default if not isinstance(field.default, Path) else field.default.name
+        if field.default_factory is not None:
+            default = "none"
         help_text = f"{field.description or ''} [env {env}; default {default}]".strip()
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif get_origin(kind) is list:
+            parser.add_argument(flag, action="append", default=None, help=help_text, metavar=name.upper())
         else:
             metavar = name.upper()
             parser.add_argument(

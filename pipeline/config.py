@@ -7,13 +7,14 @@ what is allowed, so a typo never surfaces later as a confusing failure deep in t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.watch.rules import RuleDefaults, split_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS_FILE = ROOT / "presets.yaml"
@@ -238,8 +239,60 @@ class Settings(BaseSettings):
     )
     history: bool = Field(False, description="list the recorded sessions, one line each, and exit")
     history_search: str | None = Field(None, description="search the comments of every recorded session and exit")
+    watch: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description='alert when this is true: "TEXT" or "NAME=TEXT" (repeatable; in the env, one per line or ;)',
+    )
+    watch_interval: float = Field(
+        10.0, ge=1, le=3600, description="check the rules at least this often (s) while the picture is still"
+    )
+    watch_cooldown: float = Field(60.0, ge=0, le=86_400, description="seconds before a rule may alert again")
+    watch_camera_cooldown: float = Field(
+        0.0, ge=0, le=86_400, description="seconds after any alert on a camera before it may alert again"
+    )
+    watch_confirm: int = Field(1, ge=1, le=20, description="consecutive yes answers that confirm an alert")
+    watch_clear: int = Field(2, ge=1, le=100, description="consecutive no answers that clear an alert")
+    watch_min_confidence: float = Field(0.5, ge=0, le=1, description="a yes less sure than this counts as a no")
+    watch_clip: float = Field(
+        5.0, ge=0, le=60, description="seconds of video kept before and after an alert (0: no clip)"
+    )
+    webhook: str | None = Field(None, description="POST every alert (JSON with the snapshot) to this URL")
+    webhook_secret: str | None = Field(
+        None, description="sign webhook bodies with HMAC-SHA256 (header X-Onlooker-Signature)"
+    )
+    mqtt: str | None = Field(
+        None, description="publish alerts to this MQTT broker: mqtt://user:pass@host:1883 or mqtts://"
+    )
+    mqtt_topic: str = Field("onlooker", pattern=r"^[^#+]+$", description="MQTT: the base topic")
+    mqtt_discovery: str = Field(
+        "homeassistant", description="MQTT: Home Assistant's discovery prefix ('' to announce nothing)"
+    )
+    notify: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="push every alert through Apprise to this URL (ntfy://, tgram://, discord://, mailto://...; "
+        "repeatable)",
+    )
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
+
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _rules_from_env(cls, value: object) -> object:
+        return split_rules(value) if isinstance(value, str) else value
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _urls_from_env(cls, value: object) -> object:
+        return value.split() if isinstance(value, str) else value
+
+    def rule_defaults(self) -> RuleDefaults:
+        """What a rule does when it does not say otherwise."""
+        return RuleDefaults(
+            cooldown=self.watch_cooldown,
+            confirm=self.watch_confirm,
+            clear=self.watch_clear,
+            min_confidence=self.watch_min_confidence,
+        )
 
     def logins(self) -> list[tuple[str, str]]:
         """``--auth`` as (user, password) pairs."""

@@ -214,6 +214,84 @@ class ErrorEvent(Event):
     fatal: bool = False
 
 
+AlertState = Literal["started", "cleared"]
+Answer = Literal["yes", "no", "none"]  # "none": the answer could not be read (no verdict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleCheck(Event):
+    """One watch rule checked on the newest frames: the model's ``answer`` (yes, no, or none when it could not
+    be read), how sure and why, what prompted the check (motion, scene_cut, interval) and what it took (ms)."""
+
+    type: ClassVar[str] = "watch_check"
+    rule: str
+    answer: Answer
+    confidence: float
+    reason: str
+    trigger: str
+    ms: float
+
+
+def _without(event: Event, *names: str) -> dict[str, Any]:
+    """``to_dict`` less the bulky bytes fields (they travel on the bus, never into the JSON events file)."""
+    data = Event.to_dict(event)
+    for name in names:
+        data.pop(name, None)
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alert(Event):
+    """A watch rule started or cleared on a camera. ``snapshot`` and ``clip`` are paths inside the session's
+    recording folder ("" when the session is not recorded); ``jpeg`` is the snapshot itself, for deliveries."""
+
+    type: ClassVar[str] = "alert"
+    alert_id: str
+    rule: str
+    text: str  # the rule in the user's words
+    state: AlertState
+    confidence: float
+    reason: str
+    snapshot: str = ""
+    clip: str = ""
+    jpeg: bytes = field(default=b"", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without(self, "jpeg")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertClip(Event):
+    """The short clip around an alert is ready (``mp4``, for the recorder to keep at ``clip``)."""
+
+    type: ClassVar[str] = "alert_clip"
+    alert_id: str
+    rule: str
+    clip: str
+    seconds: float
+    mp4: bytes = field(default=b"", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without(self, "mp4")
+
+
+DeliveryState = Literal["ok", "retrying", "down"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryStatus(Event):
+    """How an alert delivery (webhook, MQTT, push) is doing: ``sent``, ``queued`` and ``dropped`` (the bounded
+    queue overflowed while the receiver was down) so far, and the last problem."""
+
+    type: ClassVar[str] = "delivery"
+    name: str
+    state: DeliveryState
+    sent: int
+    queued: int
+    dropped: int
+    detail: str = ""
+
+
 MERGE_LOOKBACK = 256  # queued events searched for a delta of the same comment to merge into
 Accepts = Callable[["Event"], bool]
 

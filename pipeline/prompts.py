@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.config import PROFILES_DIR, load_yaml_model
 from pipeline.errors import ConfigError
+from pipeline.watch.rules import RuleEntry
 
 
 class Voice(BaseModel):
@@ -36,6 +37,13 @@ class Profile(BaseModel):
     language: str = Field("en", pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
     stop: list[str] = Field(default_factory=list, max_length=4, description="strings that end a comment early")
     voice: Voice = Voice()
+    watch: list[RuleEntry] = Field(default_factory=list, description="watch rules this profile starts with")
+
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _plain_rules(cls, items: object) -> object:
+        """A rule may be written as its words alone."""
+        return [{"text": item} if isinstance(item, str) else item for item in items or []]
 
 
 def load_profiles(directory: Path = PROFILES_DIR) -> dict[str, Profile]:
