@@ -17,7 +17,9 @@ from pipeline.errors import ConfigError
 
 MAX_RULES = 16
 MAX_TEXT = 200
-_FILLER = frozenset(["a", "an", "the", "is", "are", "at", "in", "on", "of", "to", "by", "some", "there", "it", "its", "has", "have"])
+_FILLER = frozenset(
+    {"a", "an", "the", "is", "are", "at", "in", "on", "of", "to", "by", "some"} | {"there", "it", "its", "has", "have"}
+)
 _NAMED = re.compile(r"^\s*([A-Za-z][\w-]{0,39})\s*=\s*(.+)$", re.DOTALL)
 
 
@@ -73,12 +75,10 @@ def parse_rule(given: str, defaults: RuleDefaults, where: str = "--watch") -> Wa
 
 def make_rule(entry: RuleEntry | None, defaults: RuleDefaults, where: str, given: str = "") -> WatchRule:
     if entry is None or not entry.text.strip():
-        raise ConfigError(f"{where}: an empty rule; say what to watch for, e.g. --watch \"door=a person at the door\"")
+        raise ConfigError(f'{where}: an empty rule; say what to watch for, e.g. --watch "door=a person at the door"')
     own = {k: v for k, v in entry.model_dump(exclude={"text", "name"}).items() if v is not None}
     try:
-        return WatchRule(
-            **{**defaults.model_dump(), **own}, name=entry.name or rule_slug(entry.text), text=entry.text
-        )
+        return WatchRule(**{**defaults.model_dump(), **own}, name=entry.name or rule_slug(entry.text), text=entry.text)
     except ValidationError as exc:
         problem = exc.errors()[0]
         key = problem["loc"][0] if problem["loc"] else "rule"
