@@ -35,6 +35,8 @@ from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 from pipeline.speech.gate import SpeechGate
 from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
+from pipeline.watch.desk import WatchDesk
+from pipeline.watch.watcher import Watcher
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class CameraSpec:
     name: str = ""
     id: str = ""
     preset: str = ""  # the preset's name, for logs and recordings (``tuning`` is its values)
+    watch: WatchDesk | None = None  # the session's watch rules: each camera checks them on its own picture
 
 
 def camera_id(name: str) -> str:
@@ -117,6 +120,17 @@ class Camera:
             voice = lambda: self.commentator.profile.voice  # noqa: E731  # the profile can change live
             self.speaker = Speaker(self.bus, self.gate, speech, voice, self.media_now, on_audio)
             self.speaker.when_ended = self._speaker_ended
+        self.watcher: Watcher | None = None
+        if spec.watch is not None:
+            self.watcher = Watcher(
+                self.hub,
+                spec.backend,
+                self.bus,
+                spec.watch,
+                lambda: self.commentator.tuning,
+                self.commentator.scheduler,
+                lambda: self.tag.id,
+            )
         self._on_done = on_done
         self._lock = threading.Lock()
         self._commentary_over = False
@@ -157,11 +171,15 @@ class Camera:
         if self.speaker is not None:
             self.speaker.start()
         self.commentator.start()
+        if self.watcher is not None:
+            self.watcher.start()
         self.watchdog.start()
         source.start(self._on_frame, self._on_status)
 
     def _on_frame(self, frame: Frame) -> None:
         self.hub.push(frame)
+        if self.watcher is not None:
+            self.watcher.offer(frame)
         if self.watchdog is not None:
             self.watchdog.frame_arrived()
 
@@ -182,7 +200,9 @@ class Camera:
 
     def _commentary_ended(self) -> None:
         """The commentator finished (end of source, fatal error or stop): the speaker says what is left
-        first, then the camera is done."""
+        first, then the camera is done. Its rule checks end with it (their last clips finished)."""
+        if self.watcher is not None:
+            self.watcher.stop()
         with self._lock:
             self._commentary_over = True
             speaking = not self._speaker_over
@@ -221,6 +241,8 @@ class Camera:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop generation, the source and speech; joins every thread. Safe to call twice."""
         self.commentator.stop(timeout)
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.source is not None:

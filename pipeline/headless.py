@@ -23,7 +23,7 @@ from pipeline.recording.folder import default_record_dir
 from pipeline.recording.recorder import Recorder
 from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
-from pipeline.session import build_session
+from pipeline.session import Session, build_session
 from pipeline.sources.resolve import open_source
 from pipeline.speech.choice import choose_speech
 from pipeline.speech.engines import Speech
@@ -60,6 +60,14 @@ def export_recording(recorder: Recorder, out: Path, burn: bool, notes: TextIO) -
     result = export_session(recorder.folder, out, burn_subtitles=burn)
     extra = f"; {'; '.join(result.notes)}" if result.notes else ""
     notes.write(f"· exported: {result.path} ({result.duration:.1f} s of video in {result.seconds:.1f} s{extra})\n")
+
+
+def say_rules(session: Session, backend: Backend, notes: TextIO) -> None:
+    """The rules this run watches for, and what the backend will judge when it reads less than the words."""
+    for rule, _paused in session.watch.listing() if session.watch else []:
+        meaning = backend.rule_meaning(rule.text)
+        judged = f" (judged as: {meaning})" if meaning else ""
+        notes.write(f"· watching for {rule.name}: {rule.text}{judged}\n")
 
 
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
@@ -101,6 +109,7 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
             on_audio=lambda chunk: narration.add(chunk.media_time, Speech(chunk.sample_rate, chunk.samples)),
             preset=settings.preset or run.presets.default,
         )
+        say_rules(session, choice.backend, notes)
         recorder = session.consumer(Recorder)
         if recorder is not None:  # said last, once every file is finished
             if settings.export is not None:

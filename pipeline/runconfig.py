@@ -8,6 +8,7 @@ from pipeline.backends.base import check_backend_name
 from pipeline.config import PresetFile, Settings, Tuning, load_presets, pick
 from pipeline.prompts import Profile, load_profiles
 from pipeline.second_opinion import OpinionOptions
+from pipeline.watch.rules import gather_rules
 
 
 @dataclass(frozen=True)
@@ -27,4 +28,5 @@ def load_run_config(settings: Settings) -> RunConfig:
     presets = load_presets(settings.presets_file)
     profiles = load_profiles(settings.profiles_dir)
     profile = pick(settings.profile, profiles, "profile", "--profile / ONLOOKER_PROFILE")
+    gather_rules(settings.watch, profile.watch, settings.rule_defaults(), profile.name)  # a bad rule stops the start
     return RunConfig(presets, profiles, settings.tuning(presets), profile)

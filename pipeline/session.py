@@ -28,6 +28,7 @@ from pipeline.sources.base import Source
 from pipeline.sources.watchdog import STALL_AFTER, StallWatchdog
 from pipeline.speech.gate import SpeechGate
 from pipeline.speech.speaker import AudioOut, Speaker, SpeechOptions
+from pipeline.watch.desk import WatchDesk, watch_desk
 
 C = TypeVar("C", bound=Consumer)
 FINISH_S = 2.0  # how long a stopped session's consumers get, all together, to handle what is queued
@@ -52,14 +53,16 @@ class Session:
         on_audio: Callable[[AudioOut], None] | None = None,
         name: str = "",
         preset: str = "",
+        watch: WatchDesk | None = None,
     ) -> None:
         self.bus = EventBus()
+        self.watch = watch  # the rules every camera checks (the page changes them live)
         self.cameras: list[Camera] = []
         self.consumers: list[Consumer] = []
         self._started = False
         self._lock = threading.Lock()
         self._cameras_over = threading.Event()  # every camera done: what ``join`` waits for first
-        spec = CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name, preset=preset)
+        spec = CameraSpec(backend, profile, tuning, instructions, speech, stall_after, name, preset=preset, watch=watch)
         self.add_camera(spec, on_audio)
         for consumer in consumers:
             self.add_consumer(consumer)
@@ -196,15 +199,24 @@ def build_session(
     on_audio: Callable[[AudioOut], None] | None = None,
     preset: str = "",
 ) -> Session:
-    """The one place a session is made: one camera from the run's settings, the front end's consumers and
-    the consumers the settings ask for (``pipeline.consumers.REGISTRY``)."""
-    return Session(
-        backend,
-        profile,
-        tuning,
-        settings.instructions,
-        speech=speech,
-        consumers=[*consumers, *consumers_from_settings(settings)],
-        on_audio=on_audio,
-        preset=preset,
-    )
+    """The one place a session is made: one camera from the run's settings, the front end's consumers, the
+    consumers the settings ask for (``pipeline.consumers.REGISTRY``) and the watch rules (the settings' and
+    the profile's; a rule the backend cannot judge is a ConfigError here, before anything starts)."""
+    everyone = [*consumers, *consumers_from_settings(settings)]
+    keeps_files = any(c.keeps_alert_files for c in everyone)
+    try:
+        return Session(
+            backend,
+            profile,
+            tuning,
+            settings.instructions,
+            speech=speech,
+            consumers=everyone,
+            on_audio=on_audio,
+            preset=preset,
+            watch=watch_desk(settings, profile, backend, keeps_files),
+        )
+    except BaseException:
+        for consumer in everyone:
+            consumer.stop()  # made, never started: their files and clients are released
+        raise

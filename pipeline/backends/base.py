@@ -12,7 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.errors import BackendError, ConfigError
 from pipeline.frames import Frame
@@ -50,6 +50,10 @@ class CommentRequest:
     stream_id: str = ""  # which session asks: a backend keeping per-session model state tells them apart
     reference_audio: str | None = None  # the profile's voice clip, for backends that speak in a cloned voice
     stop: list[str] = field(default_factory=list)  # stop strings from the profile
+    # A watch-rule check instead of a comment: the rule's words, and the JSON schema the answer must meet
+    # (engines with structured output are held to it; the offline narrator judges ``question`` itself).
+    question: str = ""
+    answer_schema: dict[str, Any] | None = None
 
 
 class Backend(ABC):
@@ -78,6 +82,15 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, request: CommentRequest) -> Iterator[str]:
         """Yield text deltas; return when done or cancelled."""
+
+    def rule_problem(self, rule_text: str) -> str | None:
+        """Why this backend cannot check a watch rule (None: it can). A model reads any words; the offline
+        narrator only its measurements, and a rule it cannot judge is refused at Start, not ignored."""
+        return None
+
+    def rule_meaning(self, rule_text: str) -> str | None:
+        """What this backend will judge for a rule, when it reads less than the words (None: the words)."""
+        return None
 
     def close(self) -> None:
         """Release threads, connections and memory. Safe to call twice."""

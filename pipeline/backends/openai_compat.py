@@ -43,6 +43,20 @@ THREAD_NAME = "onlooker-openai-stream"
 CONNECT_TIMEOUT = 5.0
 PROBE_SIZE = 256  # the probe's picture: a small noisy image, so an image that counts costs tokens
 IMAGE_TOKENS_MIN = 8  # a picture that adds fewer prompt tokens than this was not seen
+# How a rule check asks for its JSON: OpenAI's json_schema (vLLM, SGLang, llama.cpp's llama-server, Ollama),
+# then json_object with a schema (llama-cpp-python's server); a server that refuses both is read strictly.
+ANSWER_FORMATS = ("json_schema", "json_object")
+
+
+class _FormatRefused(BackendError):
+    """The server answered 400/422 to a structured-output request: try the next form, or none."""
+
+
+def response_format(form: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` body for one of ``ANSWER_FORMATS``."""
+    if form == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+    return {"type": "json_object", "schema": schema}
 
 
 def encode_frame(image: np.ndarray, max_side: int, quality: int) -> str:
@@ -171,6 +185,7 @@ class OpenAICompatible(Backend):
         self.model = model or self._discover()
         self.capabilities = Capabilities(images=True, video=send_video, max_frames=max_frames)
         self.image_tokens = self._probe() if probe else None
+        self._formats = list(ANSWER_FORMATS)  # the structured-output forms this server has not refused yet
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAICompatible:
@@ -265,6 +280,9 @@ class OpenAICompatible(Backend):
                     request.timings.setdefault("model_first_token", time.perf_counter())
                     yield text
                 return
+            except _FormatRefused:
+                yield from self.stream(request)  # the next form (or none): each refusal is remembered
+                return
             except BackendError as exc:
                 if produced or not exc.transient or attempt == self.retries or request.cancel.is_set():
                     raise
@@ -274,8 +292,13 @@ class OpenAICompatible(Backend):
     def _attempt(self, client: openai.OpenAI, request: CommentRequest, messages: list[dict[str, Any]]) -> Iterator[str]:
         """One streamed request, read in a worker thread so cancellation and timeouts act at once."""
         held: dict[str, Any] = {}
+        schema = request.answer_schema
+        form = self._formats[0] if schema is not None and self._formats else None
+        extra = {"response_format": response_format(form, schema)} if form and schema else {}
 
         def produce(emit: Callable[[str], None], should_stop: Callable[[], bool]) -> None:
+            import openai
+
             try:
                 stream = client.chat.completions.create(
                     model=self.model,
@@ -284,7 +307,14 @@ class OpenAICompatible(Backend):
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     stop=request.stop or None,
+                    **extra,
                 )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                if form is None:
+                    raise describe_error(exc, self.base_url) from None
+                if form in self._formats:
+                    self._formats.remove(form)
+                raise _FormatRefused(form) from None
             except Exception as exc:
                 raise describe_error(exc, self.base_url) from None
             held["stream"] = stream

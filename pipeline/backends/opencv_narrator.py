@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 
 from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.backends.opencv_focus import focus_phrase, instructions_in, read_focus
+from pipeline.backends.opencv_rules import condition_problem, judge, meaning, read_condition
 from pipeline.backends.opencv_wording import compose, limit_words
 from pipeline.config import PROFILES_DIR
 from pipeline.errors import ConfigError
 from pipeline.measure.detections import detector_notes
 from pipeline.measure.observations import observe
 from pipeline.prompts import load_profiles
+from pipeline.watch.verdict import verdict_json
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -60,6 +62,14 @@ class OpenCVNarrator(Backend):
         ("focus on people on the left"), or None when it understands none of it and ignores it."""
         return focus_phrase(read_focus([instruction]))
 
+    def rule_problem(self, rule_text: str) -> str | None:
+        """A rule outside the narrator's vocabulary (``opencv_rules.VOCABULARY``) is refused, never ignored."""
+        return condition_problem(rule_text)
+
+    def rule_meaning(self, rule_text: str) -> str | None:
+        condition = read_condition(rule_text)
+        return meaning(condition) if condition is not None else None
+
     @cached_property
     def _styles(self) -> dict[str, str]:
         """System prompt → profile file name: requests carry the profile's prompt, not its name."""
@@ -78,6 +88,9 @@ class OpenCVNarrator(Backend):
         """Measure, word the findings and yield them word by word, stopping as soon as cancelled."""
         request.timings["model_start"] = time.perf_counter()
         frames = request.frames
+        if request.question:
+            yield self._check(request)
+            return
         seed = frames[-1].index if frames else 0
         focus = read_focus(instructions_in(request.prompt.user))
         obs = observe([f.image for f in frames], [f.media_time for f in frames], focus.bounds)
@@ -89,3 +102,15 @@ class OpenCVNarrator(Backend):
             if i == 0:
                 request.timings["model_first_token"] = time.perf_counter()
             yield word + " "
+
+    def _check(self, request: CommentRequest) -> str:
+        """A watch rule judged on measurements, answered as the verdict JSON a model would give."""
+        condition = read_condition(request.question)
+        if condition is None:  # refused at Start; a rule added since is no verdict, not a guess
+            return ""
+        frames = request.frames
+        holds, confidence, reason = judge(
+            condition, [f.image for f in frames], [f.media_time for f in frames], request.trigger == "scene_cut"
+        )
+        request.timings["model_first_token"] = time.perf_counter()
+        return verdict_json(holds, confidence, reason)

@@ -36,6 +36,7 @@ class Consumer(ABC):
     tick: ClassVar[float | None] = None
     hears_audio: ClassVar[bool] = False  # also gets the spoken audio (``hear``), not only events
     keeps_video: ClassVar[bool] = False  # also gets what each source receives (``video_tap``)
+    keeps_alert_files: ClassVar[bool] = False  # writes alerts' snapshots and clips (``Alert.snapshot``, ``.clip``)
 
     def __init__(self) -> None:
         self.failed: str | None = None

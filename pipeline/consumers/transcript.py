@@ -12,6 +12,7 @@ from typing import TextIO
 
 from pipeline.consumers.base import Consumer
 from pipeline.events import (
+    Alert,
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
@@ -39,6 +40,7 @@ class TranscriptPrinter(Consumer):
         SourceStatus,
         Opinion,
         ErrorEvent,
+        Alert,
     )
     queue_size = 100_000
 
@@ -71,10 +73,20 @@ class TranscriptPrinter(Consumer):
             self.notes.write(f"· source {event.state}{': ' + event.detail if event.detail else ''}\n")
         elif isinstance(event, Opinion):
             self.notes.write(f"{'· ALERT' if event.alert else '·'} {event.task}: {event.text}\n")
+        elif isinstance(event, Alert):
+            self.notes.write(alert_line(event) + "\n")
         elif isinstance(event, ErrorEvent) and not event.fatal:
             self.notes.write(f"· error: {event.message}\n")
         self.out.flush()
         self.notes.flush()
+
+
+def alert_line(alert: Alert) -> str:
+    """One stderr line per alert: when, which rule on which camera, how sure and why."""
+    where = alert.camera.name if alert.camera else ""
+    mark = "ALERT" if alert.state == "started" else "alert cleared"
+    sure = f" ({alert.confidence:.0%}: {alert.reason})" if alert.reason else ""
+    return f"! {mark} [{clock(alert.t)}] {alert.rule}: {alert.text}{sure}" + (f" — {where}" if where else "")
 
 
 def _silence_broken(*streams: TextIO) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pipeline.camera import camera_id
 from pipeline.consumers.base import Consumer
 from pipeline.consumers.events_file import EventLog
-from pipeline.events import CameraStarted, CameraTag, CommentaryFinished, ErrorEvent, Event
+from pipeline.events import Alert, AlertClip, CameraStarted, CameraTag, CommentaryFinished, ErrorEvent, Event
 from pipeline.recording.folder import (
     EVENTS,
     CameraMeta,
@@ -66,6 +66,7 @@ class Recorder(Consumer):
     tick = 0.5
     hears_audio = True
     keeps_video = True
+    keeps_alert_files = True
 
     def __init__(
         self, root: Path, owner: str | None = None, keep_days: float | None = None, max_gb: float | None = None
@@ -198,7 +199,21 @@ class Recorder(Consumer):
             self.meta.comments += 1
         elif isinstance(event, ErrorEvent):
             self.meta.errors += 1
+        elif isinstance(event, Alert):
+            self.meta.alerts += event.state == "started"
+            self._keep(event.snapshot, event.jpeg)
+        elif isinstance(event, AlertClip):
+            self._keep(event.clip, event.mp4)
         self._cues.feed(event)
+
+    def _keep(self, name: str, data: bytes) -> None:
+        """An alert's snapshot or clip, at the path its event names inside the folder."""
+        if not name or not data:
+            return
+        assert self.folder is not None
+        path = self.folder / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
 
     def _open(self, first: Event) -> None:
         if self.folder is None:

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 
 
+PACE = 1.3  # seconds a pacing square takes there and back
+
+
 @dataclass(frozen=True)
 class Segment:
     seconds: float
     scene: int  # which background (different scenes look clearly different)
     moving: bool = False
+    area: tuple[float, float] | None = None  # set: the square paces to and fro in this part of the width (fractions)
 
 
 def scene_background(scene: int, width: int, height: int) -> np.ndarray:
@@ -41,7 +45,11 @@ def render_frames(segments: list[Segment], fps: int, width: int, height: int):
         for i in range(count):
             frame = background.copy()
             if seg.moving:
-                x = int((width - side) * (i / max(count - 1, 1)))
+                if seg.area is None:
+                    x = int((width - side) * (i / max(count - 1, 1)))
+                else:  # there and back every PACE seconds, like someone pacing (never in step with a 1 fps capture)
+                    left, right = int(width * seg.area[0]), int(width * seg.area[1]) - side
+                    x = left + int((right - left) * abs(((i / fps) % PACE) / PACE * 2 - 1))
                 y = height // 2 - side // 2
                 frame[y : y + side, x : x + side] = (250, 250, 250)
             yield frame
