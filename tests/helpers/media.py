@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 PACE = 1.3  # seconds a pacing square takes there and back
 
 
