@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "second_opinion": "pipeline.second_opinion:SecondOpinion",
     "recorder": "pipeline.recording.recorder:Recorder",
     "subtitles": "pipeline.recording.subtitles_file:SubtitlesFile",
+    "mqtt": "pipeline.deliveries.mqtt:MqttDelivery",
 }
 
 

@@ -20,7 +20,7 @@ MAX_TEXT = 200
 _FILLER = frozenset(
     {"a", "an", "the", "is", "are", "at", "in", "on", "of", "to", "by", "some"} | {"there", "it", "its", "has", "have"}
 )
-_NAMED = re.compile(r"^\s*([A-Za-z][\w-]{0,39})\s*=\s*(.+)$", re.DOTALL)
+_NAMED = re.compile(r"^\s*([^=\s][^=]{0,39}?)\s*=\s*(.*)$", re.DOTALL)  # NAME=TEXT; the name is checked after
 
 
 def rule_slug(text: str) -> str:
@@ -65,18 +65,22 @@ class RuleEntry(BaseModel):
     min_confidence: float | None = Field(None, ge=0, le=1)
 
 
+_OWN = ("cooldown", "confirm", "clear", "min_confidence")  # what a rule may set for itself
+
+
 def parse_rule(given: str, defaults: RuleDefaults, where: str = "--watch") -> WatchRule:
     """``TEXT`` or ``NAME=TEXT`` as a rule; a problem is a ConfigError that says what is allowed."""
     given = given.strip()
     named = _NAMED.match(given)
     name, text = (named.group(1), named.group(2)) if named else (None, given)
-    return make_rule(RuleEntry(text=text, name=name) if text.strip() else None, defaults, where, given)
+    entry = RuleEntry.model_construct(text=text, name=name, **dict.fromkeys(_OWN))  # checked in make_rule
+    return make_rule(entry, defaults, where, given)
 
 
 def make_rule(entry: RuleEntry | None, defaults: RuleDefaults, where: str, given: str = "") -> WatchRule:
     if entry is None or not entry.text.strip():
         raise ConfigError(f'{where}: an empty rule; say what to watch for, e.g. --watch "door=a person at the door"')
-    own = {k: v for k, v in entry.model_dump(exclude={"text", "name"}).items() if v is not None}
+    own = {k: v for k in _OWN if (v := getattr(entry, k)) is not None}
     try:
         return WatchRule(**{**defaults.model_dump(), **own}, name=entry.name or rule_slug(entry.text), text=entry.text)
     except ValidationError as exc:

@@ -99,6 +99,10 @@ class Watcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     # --- the loop ---
     def _run(self) -> None:
         try:
@@ -146,9 +150,12 @@ class Watcher:
         return "interval" if since >= interval else None
 
     def _frames(self) -> list[Frame]:
-        """The newest frames of the window (after the newest frame, if the window has not taken it yet)."""
+        """The frames since the last check (from its newest, so motion has a pair to show in), at most
+        ``CHECK_FRAMES``, ending with the newest decoded frame even if the window has not taken it yet."""
         limit = min(CHECK_FRAMES, self.backend.capabilities.max_frames)
-        frames = self.hub.window.snapshot(1, limit=limit)
+        frames = self.hub.window.snapshot(1, limit=limit, since=self._last)
+        if len(frames) < 2:
+            frames = self.hub.window.snapshot(1, limit=min(limit, 2))
         latest = self.hub.latest
         if latest is not None and (not frames or latest.media_time > frames[-1].media_time):
             frames = [*frames, latest][-limit:]

@@ -26,6 +26,9 @@ from pipeline.sources.base import Source
 from pipeline.sources.file import FileSource
 from pipeline.sources.watchdog import STALL_AFTER
 from pipeline.speech.speaker import SpeechOptions
+from pipeline.watch.desk import WatchDesk, WatchOptions
+from pipeline.watch.rules import RuleDefaults, parse_rule
+from pipeline.watch.tracker import Cooldowns
 
 SPEED = 4.0  # replay 4x faster than real time; every decision the loop makes uses media time
 E = TypeVar("E", bound=Event)
@@ -66,6 +69,7 @@ def one_camera(
     stall_after: float = STALL_AFTER,
     consumers: Iterable[Consumer] = (),
     name: str = "",
+    watch: WatchDesk | None = None,
 ) -> Session:
     """A one-camera session as the front ends make it, on a profile from ``profiles/``."""
     return Session(
@@ -76,6 +80,26 @@ def one_camera(
         speech=speech,
         consumers=consumers,
         name=name,
+        watch=watch,
+    )
+
+
+def watch_desk(
+    backend: Backend,
+    *rules: str,
+    interval: float = 10.0,
+    clip: float = 0.0,
+    keeps_files: bool = False,
+    camera_cooldown: float = 0.0,
+    **defaults: float,
+) -> WatchDesk:
+    """The rules ("TEXT" or "NAME=TEXT") as a session gets them, judged by ``backend`` as at Start."""
+    return WatchDesk(
+        [parse_rule(rule, RuleDefaults(**defaults)) for rule in rules],
+        RuleDefaults(**defaults),
+        WatchOptions(interval, clip, keeps_files),
+        Cooldowns(camera_cooldown),
+        backend.rule_problem,
     )
 
 
@@ -102,6 +126,7 @@ def play(
     for camera in session.cameras:
         assert not (camera.source and camera.source.running), "a source thread outlived the session"
         assert not camera.commentator.running, "a commentator thread outlived the session"
+        assert not (camera.watcher and camera.watcher.running), "a watcher thread outlived the session"
     assert not any(c.running for c in session.consumers), "a consumer thread outlived the session"
     return SessionRun(session, collector.events)
 
