@@ -126,7 +126,7 @@ def test_an_alert_keeps_its_snapshot_and_clip_in_the_recording_and_the_history_l
     with HistoryIndex(tmp_path) as index:
         row, alerts = index.session(recorder.folder.name), index.alerts(recorder.folder.name)
     assert row is not None and row.alerts == 1
-    assert [(a.rule, a.state, a.snapshot) for a in alerts][0] == ("left", "started", alert.snapshot)
+    assert (alerts[0].rule, alerts[0].state, alerts[0].snapshot) == ("left", "started", alert.snapshot)
 
 
 def test_rules_can_be_added_paused_and_removed_while_the_session_runs(videos):
