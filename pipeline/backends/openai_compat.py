@@ -309,8 +309,9 @@ class OpenAICompatible(Backend):
                     stop=request.stop or None,
                     **extra,
                 )
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if form is None:
+            except openai.APIStatusError as exc:
+                # 400/422, or (llama-cpp-python) a 500 that names the field: the form is refused, not the request
+                if form is None or not (exc.status_code in (400, 422) or "response_format" in str(exc)):
                     raise describe_error(exc, self.base_url) from None
                 if form in self._formats:
                     self._formats.remove(form)

@@ -16,7 +16,7 @@ from pipeline.backends.base import CommentRequest
 from pipeline.backends.openai_compat import THREAD_NAME, OpenAICompatible, build_messages, encode_frame
 from pipeline.config import load_presets
 from pipeline.errors import BackendError
-from pipeline.events import CommentaryFinished, ErrorEvent, Opinion
+from pipeline.events import Alert, CommentaryFinished, ErrorEvent, Opinion, RuleCheck
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
 from pipeline.scheduler import scheduler_for
@@ -25,7 +25,7 @@ from pipeline.sources.file import FileSource
 from tests.helpers.llama_server import LlamaServer, missing_engine_reason
 from tests.helpers.media import Segment, write_video
 from tests.helpers.scripted_backend import ScriptedBackend
-from tests.helpers.session_run import Watcher, one_camera
+from tests.helpers.session_run import Watcher, one_camera, play, watch_desk
 
 pytestmark = [
     pytest.mark.engine,
@@ -229,3 +229,23 @@ def test_frames_can_go_as_one_video_part_at_their_capture_rate():
         assert round(float(stream.average_rate)) == 2  # four frames over 1.5 s
     assert len(decoded) == 4
     assert build_messages(request(frames=1), 320, 80, video=True)[1]["content"][0]["type"] == "image_url"
+
+
+def test_rule_checks_ask_the_engine_for_structured_output_and_garbage_is_no_verdict(server, short_video):
+    """llama-cpp-python's server refuses OpenAI's json_schema form and takes json_object with the schema (a
+    grammar): the backend learns that once. Random weights fill the grammar with nonsense (a confidence of
+    8e35, a reason cut off by the token cap): each such answer is counted as no verdict, never an alert."""
+    backend = OpenAICompatible(server.base_url, token_timeout=30, first_token_timeout=30)
+    try:
+        desk = watch_desk(backend, "door=a person is at the door", interval=1.0)
+        run = play(one_camera(backend, watch=desk), short_video, speed=1.0)
+    finally:
+        backend.close()
+    checks = run.of(RuleCheck)
+    assert checks and backend._formats == ["json_object"]
+    assert {c.answer for c in checks} <= {"yes", "no", "none"}
+    assert all(c.reason for c in checks if c.answer == "none")
+    yes_at = {c.t for c in checks if c.answer == "yes"}
+    assert all(a.t in yes_at for a in run.of(Alert) if a.state == "started"), "an alert only ever follows a yes"
+    assert not [e for e in run.of(ErrorEvent) if e.fatal]
+    assert run.of(CommentaryFinished)
