@@ -28,12 +28,14 @@ from pipeline.backends.minicpm import THREAD_NAME, TURN_TOKENS, MiniCPM
 from pipeline.backends.minicpm_text import kv_length, parse_chunk
 from pipeline.backends.remote_code import imports_switched_off
 from pipeline.errors import BackendError
+from pipeline.events import CommentaryFinished, ErrorEvent, RuleCheck
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
 from pipeline.speech.engines import Speech
 from pipeline.speech.transcribe import find_transcriber
 from tests.helpers.media import Segment, write_video
 from tests.helpers.minicpm_o45 import CODE_FILES, build_tiny_model, find_code
+from tests.helpers.session_run import one_camera, play, watch_desk
 from tests.helpers.token2wav_double import Token2wavDouble, install
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -490,3 +492,17 @@ def test_vision_only_baseline_restarts_the_streaming_session_for_every_comment(b
     for start in range(3):
         assert comment(b, request(range(start, start + 3))).strip()
     assert "full prefill" in b.description and b.ledger.resets == 3 and sum(tower) == 9
+
+
+def test_rule_checks_interleave_with_comments_on_the_real_code(backend, tmp_path):
+    """Checks are their own stream (a short JSON question on the newest frames) between the commentary's
+    turns; the real model's garbage is no verdict, and its commentary session keeps going."""
+    model = backend("vision")
+    clip = write_video(tmp_path / "clip.mp4", [Segment(2.0, 0, moving=True), Segment(2.0, 1, moving=True)])
+    desk = watch_desk(model, "door=a person is at the door", interval=1.0)
+    run = play(one_camera(model, watch=desk), clip, speed=1.0, timeout=180)
+    checks = run.of(RuleCheck)
+    assert len(checks) >= 2 and {c.answer for c in checks} <= {"yes", "no", "none"}
+    assert all(c.reason for c in checks)
+    assert not run.of(ErrorEvent)
+    assert [c for c in run.of(CommentaryFinished) if c.text.strip()], "commentary went on between the checks"

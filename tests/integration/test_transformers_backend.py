@@ -19,9 +19,12 @@ from pipeline.backends.base import CommentRequest, create_backend
 from pipeline.backends.transformers_vlm import THREAD_NAME, TransformersVLM
 from pipeline.config import Settings
 from pipeline.errors import BackendError
+from pipeline.events import CommentaryFinished, ErrorEvent, RuleCheck
 from pipeline.frames import Frame
 from pipeline.prompts import PromptParts
+from tests.helpers.media import Segment, write_video
 from tests.helpers.offline import run_offline
+from tests.helpers.session_run import one_camera, play, watch_desk
 from tests.helpers.tiny_models import tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,3 +308,12 @@ def test_uncached_hub_model_offline_says_how_to_get_it(tmp_path):
         "(or copy it) and pass its local path with --model"
     )
     assert not (tmp_path / "hf" / "hub" / "models--onlooker-test--no-such-model" / "snapshots").exists()
+
+
+def test_rule_checks_through_a_tiny_vlm_are_read_strictly_beside_its_comments(qwen, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", [Segment(1.5, 0), Segment(1.5, 1, moving=True)])
+    run = play(one_camera(qwen, watch=watch_desk(qwen, "door=a person is at the door", interval=1.0)), clip)
+    checks = run.of(RuleCheck)
+    assert checks and {c.answer for c in checks} <= {"yes", "no", "none"}
+    assert all(c.reason for c in checks if c.answer == "none")
+    assert not run.of(ErrorEvent) and run.of(CommentaryFinished)
