@@ -11,9 +11,10 @@ dev=0
 
 debs=(ffmpeg espeak-ng)
 # The browser tests drive the system Chromium (Playwright never downloads its own); the live-stream
-# tests serve real streams: an RTSP camera (GStreamer's RTSP server, x264) and VLC.
+# tests serve real streams: an RTSP camera (GStreamer's RTSP server, x264) and VLC. The MQTT tests run a real
+# broker (Mosquitto, with mosquitto_passwd).
 ((dev)) && debs+=(chromium vlc-bin vlc-plugin-base python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly mosquitto)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -69,6 +69,11 @@ class Delivery(Consumer):
         """Whether sending can be tried now (a client still connecting is not a failure)."""
         return True
 
+    def retry_now(self) -> None:
+        """The receiver is back (a client reconnected): the outbox goes at the next tick, not when the backoff
+        that the outage built up ends. Any thread."""
+        self._next_try = 0.0
+
     # --- the consumer's hooks ---
     def handle(self, event: Event) -> None:
         self._t = event.t

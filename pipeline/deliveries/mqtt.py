@@ -207,7 +207,8 @@ class MqttDelivery(Delivery):
         if self.broker.tls:
             client.tls_set()  # the system's CA certificates, host name checked
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=0.5, max_delay=10)  # type: ignore[arg-type]  # paho says int; it waits any float
+        # paho annotates the delays as int; it waits any float
+        client.reconnect_delay_set(min_delay=0.5, max_delay=10)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -312,17 +313,23 @@ class MqttDelivery(Delivery):
 
     # --- Home Assistant discovery ---
     def _learn(self, camera: CameraTag, rule: str = "", text: str = "") -> list[Message]:
-        """Remember a camera (with the run's rules) or a rule seen on it; the configs of what is new."""
+        """Remember a camera (with the run's rules) or a rule seen on it: the configs of what is new, and for a
+        new camera its rules' states OFF (no alert is on yet: an ON retained by a run that crashed goes)."""
         with self._lock:
             configs: list[tuple[str, dict[str, Any]]] = []
+            states: list[Message] = []
             if camera.id not in self._known:
                 self._known[camera.id] = (camera, dict(self._rules))
                 configs += self._configs(camera, self._rules)
+                states += [
+                    Message(self.topics.rule(camera.id, name, "state"), STATE_OFF.encode(), True)
+                    for name in self._rules
+                ]
             rules = self._known[camera.id][1]
             if rule and rule not in rules:
                 rules[rule] = text
                 configs += self._configs(camera, {rule: text}, with_camera=False)
-        return [Message(topic, _json(config), retain=True) for topic, config in configs]
+        return [Message(topic, _json(config), retain=True) for topic, config in configs] + states
 
     def _configs(
         self, camera: CameraTag, rules: Mapping[str, str], with_camera: bool = True
@@ -361,7 +368,7 @@ class MqttDelivery(Delivery):
         if self.discovery is not None:
             client.subscribe(self.discovery.status_topic, qos=1)
             self._announce(client)
-        self._next_try = 0.0  # the outbox goes now, not when the backoff that the outage built up ends
+        self.retry_now()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self._settled.set()
