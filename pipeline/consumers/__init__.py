@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "recorder": "pipeline.recording.recorder:Recorder",
     "subtitles": "pipeline.recording.subtitles_file:SubtitlesFile",
     "mqtt": "pipeline.deliveries.mqtt:MqttDelivery",
+    "webhook": "pipeline.deliveries.webhook:WebhookDelivery",
+    "push": "pipeline.deliveries.push:PushDelivery",
 }
 
 

@@ -15,7 +15,6 @@ alert JSON and the event are news, not state, and are not. The topic layout: ``m
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -40,7 +39,7 @@ from pipeline.deliveries.mqtt_discovery import (
     Discovery,
     Topics,
 )
-from pipeline.deliveries.payload import alert_payload
+from pipeline.deliveries.payload import alert_payload, compact_json
 from pipeline.errors import ConfigError
 from pipeline.events import Alert, CameraStarted, CameraTag, CommentaryFinished, Event
 from pipeline.sources.urls import mask_url
@@ -154,10 +153,6 @@ class Message:
     topic: str
     payload: bytes
     retain: bool = False
-
-
-def _json(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class MqttDelivery(Delivery):
@@ -287,8 +282,8 @@ class MqttDelivery(Delivery):
         parcels = [Message(topic("snapshot"), alert.jpeg, retain=True)] if started and alert.jpeg else []
         return [
             *parcels,
-            Message(topic("alert"), _json(data)),
-            Message(topic("event"), _json({"event_type": alert.state, **data})),
+            Message(topic("alert"), compact_json(data)),
+            Message(topic("event"), compact_json({"event_type": alert.state, **data})),
             Message(topic("state"), (STATE_ON if started else STATE_OFF).encode(), retain=True),
         ]
 
@@ -298,7 +293,7 @@ class MqttDelivery(Delivery):
         state = text if len(text) <= SENSOR_STATE_MAX else text[: SENSOR_STATE_MAX - 1].rstrip() + "…"
         attributes = {"text": text, "comment_id": comment.comment_id, "media_time": round(comment.t, 3)}
         return [
-            Message(self.topics.comment_attributes(camera.id), _json(attributes), retain=True),
+            Message(self.topics.comment_attributes(camera.id), compact_json(attributes), retain=True),
             Message(self.topics.comment(camera.id), state.encode(), retain=True),
         ]
 
@@ -329,7 +324,7 @@ class MqttDelivery(Delivery):
             if rule and rule not in rules:
                 rules[rule] = text
                 configs += self._configs(camera, {rule: text}, with_camera=False)
-        return [Message(topic, _json(config), retain=True) for topic, config in configs] + states
+        return [Message(topic, compact_json(config), retain=True) for topic, config in configs] + states
 
     def _configs(
         self, camera: CameraTag, rules: Mapping[str, str], with_camera: bool = True
@@ -347,7 +342,7 @@ class MqttDelivery(Delivery):
         with self._lock:
             configs = [config for camera, rules in self._known.values() for config in self._configs(camera, rules)]
         for topic, config in configs:
-            client.publish(topic, _json(config), qos=1, retain=True)
+            client.publish(topic, compact_json(config), qos=1, retain=True)
 
     # --- paho's callbacks (on paho's thread) ---
     def _on_connect(

@@ -7,6 +7,8 @@ check ``version`` before anything else: a change that removes or redefines a key
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +38,16 @@ def alert_payload(alert: Alert, snapshot: bool = True) -> dict[str, Any]:
     if snapshot and alert.jpeg:
         data["snapshot"] = {"content_type": "image/jpeg", "base64": base64.b64encode(alert.jpeg).decode("ascii")}
     return data
+
+
+def compact_json(data: Mapping[str, Any]) -> bytes:
+    """JSON as it goes on the wire: compact UTF-8, non-ASCII text as is (receivers read UTF-8)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def alert_json(alert: Alert, snapshot: bool = True) -> bytes:
+    """The payload as it goes on the wire."""
+    return compact_json(alert_payload(alert, snapshot))
 
 
 def alert_title(alert: Alert) -> str:

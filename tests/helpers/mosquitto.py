@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -168,6 +168,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    at: float = field(default_factory=time.monotonic)  # when it arrived, for the alert bench
 
 
 class Subscriber:
