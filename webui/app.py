@@ -54,6 +54,10 @@ LIVE_AREA = (
 )
 HEAD = f"<script>{CLIENT_JS}</script>{HEAD_CSS}"
 CHAT_PANE = '<div id="chat-pane" class="chat-pane" role="log" aria-live="polite"></div>'
+NOTIFY = (
+    '<label class="notify" title="A browser notification for each alert, also when this tab is in the background.">'
+    '<input type="checkbox" id="notify-me"> Notify me</label>'
+)
 MODE_INFO = {
     "Upload": "A video file from this computer.",
     "URL": "An IP camera, RTSP/RTMP/HLS stream, MJPEG camera or a page such as YouTube.",
@@ -180,6 +184,23 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                         info=handlers.instruction_info(manager),
                         elem_id="instruction",
                     )
+                    with gr.Accordion("Alerts", open=True, elem_id="alerts"):
+                        with gr.Row(equal_height=True, elem_id="rule-row"):
+                            rule = gr.Textbox(
+                                label="Watch for",
+                                show_label=False,
+                                container=False,
+                                max_lines=1,
+                                placeholder="Watch for… a person at the door",
+                                scale=4,
+                                elem_id="rule-input",
+                            )
+                            add_rule = gr.Button("Add", scale=1, min_width=70, elem_id="rule-add")
+                        gr.HTML(
+                            f'<div id="rules-box">{handlers.rules_html(manager, "")}</div>{NOTIFY}',
+                            elem_id="rules",
+                            padding=False,
+                        )
                     with gr.Accordion("Speech", open=True, elem_id="speech"):
                         with gr.Row(equal_height=True):
                             engines = handlers.engine_choices(manager)
@@ -244,6 +265,8 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         profile.change(keyed(handlers.change_profile), profile, profile, **quiet)
         preset.change(keyed(handlers.change_preset), preset, preset, **quiet)
         instruction.submit(keyed(handlers.instruct), instruction, instruction, **quiet)
+        rule.submit(keyed(handlers.add_rule), rule, rule, **quiet)
+        add_rule.click(keyed(handlers.add_rule), rule, rule, **quiet)
         mic.stop_recording(keyed(handlers.voice_instruction), mic, [instruction, mic], **quiet)
         engine.change(keyed(handlers.change_engine), engine, voice, queue=False, **quiet)
         voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False, **quiet)
@@ -272,6 +295,7 @@ def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
             lambda: handlers.status_html(manager, channel.key),
             lambda run, jpeg: manager.webcam_frame(channel.key, run, jpeg),
             lambda gone: manager.forget(gone.key),
+            lambda asked: handlers.rule_button(manager, channel.key, asked),
         )
 
     def health() -> dict[str, Any]:

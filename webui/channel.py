@@ -150,12 +150,14 @@ async def serve_tab(
     status: Callable[[], str],
     on_webcam: Callable[[int, bytes], None],
     on_gone: Callable[[TabChannel], None],
+    on_rule: Callable[[dict[str, Any]], None],
 ) -> None:
     """Run one tab's WebSocket (already accepted) until it closes; then, unless the page reconnects
     within ``RECONNECT_GRACE``, the tab is gone (``on_gone``: its pipeline is torn down).
 
     ``socket`` is a Starlette WebSocket. The page may send ``{"type": "ping", "c": ms}`` (answered
-    with the server clock, for its clock offset) and binary webcam frames (``on_webcam``).
+    with the server clock, for its clock offset), binary webcam frames (``on_webcam``) and a watch rule's
+    button, ``{"type": "rule", ...}`` (``on_rule``: the rules box's rows are the page's own HTML).
     """
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
@@ -181,6 +183,8 @@ async def serve_tab(
                 if isinstance(asked, dict) and asked.get("type") == "ping":
                     replies.append(json.dumps({"type": "pong", "c": asked.get("c"), "s": time.time() * 1000}))
                     wake.set()
+                elif isinstance(asked, dict) and asked.get("type") == "rule":
+                    await asyncio.to_thread(on_rule, asked)
 
     receiver = asyncio.create_task(receive())
     last_status = 0.0

@@ -1,17 +1,24 @@
 """Bus events → the page's chat operations: comments stream in place, notes stay small and few.
 
 The page (``webui/client.js``) renders them: one bubble per comment with its media time, system
-notes as small centred lines, second opinions as marked bubbles. A failure is not a chat note: it
-goes to the live area (``problem``), so it is said once, where the picture would be.
+notes as small centred lines, second opinions as marked bubbles, a watch rule's alert as a bubble of its
+own with the snapshot inline (and a sound and a notification), its clearing as a note. A failure is not
+a chat note: it goes to the live area (``problem``), so it is said once, where the picture would be. Rule
+checks are not shown: there are several a second; the status strip counts them.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
+import cv2
+import numpy as np
+
 from pipeline.consumers.base import Consumer
 from pipeline.events import (
+    Alert,
     CommentaryDelta,
     CommentaryFinished,
     CommentaryStarted,
@@ -25,6 +32,7 @@ from pipeline.events import (
 )
 from webui.channel import TabChannel
 
+SNAPSHOT_SIDE = 640  # the chat shows the alert's snapshot this wide at most: a small message, a sharp bubble
 MODE_NOTES = {"active": "things are moving: commenting more often", "idle": "quiet scene: commenting less often"}
 
 
@@ -43,6 +51,34 @@ def note_text(event: Event) -> str | None:
     return None
 
 
+def snapshot_url(jpeg: bytes) -> str:
+    """The alert's snapshot as a ``data:`` URL for the page's ``<img>``: it goes with the alert's message, so the
+    picture can never belong to another alert or run; shrunk to ``SNAPSHOT_SIDE`` (the watcher keeps 1280)."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is not None and max(image.shape[:2]) > SNAPSHOT_SIDE:
+        scale = SNAPSHOT_SIDE / max(image.shape[:2])
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def alert_op(event: Alert) -> dict[str, Any]:
+    """An alert that started (with its snapshot) or cleared (a note on the page, no picture)."""
+    op = {
+        "type": "alert",
+        "id": event.alert_id,
+        "state": event.state,
+        "rule": event.rule,
+        "text": event.text,
+        "clock": clock(event.t),
+        "reason": event.reason,
+        "confidence": round(event.confidence, 2),
+    }
+    if event.state == "started" and event.jpeg:
+        op["image"] = snapshot_url(event.jpeg)
+    return op
+
+
 def chat_op(event: Event) -> dict[str, Any] | None:
     """The page operation for one event, or None when the chat does not show it."""
     if isinstance(event, CommentaryStarted):
@@ -53,6 +89,8 @@ def chat_op(event: Event) -> dict[str, Any] | None:
         if event.suppressed:
             return {"type": "drop", "id": event.comment_id}
         return {"type": "final", "id": event.comment_id, "clock": clock(event.t), "text": event.text}
+    if isinstance(event, Alert):
+        return alert_op(event)
     if isinstance(event, Opinion):
         return {"type": "opinion", "alert": event.alert, "task": event.task, "text": event.text}
     if isinstance(event, ErrorEvent) and event.fatal:  # a failed source publishes this too, with the same words

@@ -3,6 +3,8 @@
 // Web Audio at the time the server's audio gate booked it (plus LEAD for the network), so what is
 // heard stays with the picture instead of drifting behind a media player's buffer.
 // window.onlooker exposes the player's own record (heard, tap) for the browser tests and bench/speech.py.
+// A watch rule's alert is a bubble with its snapshot, a short beep (unless muted) and, when the user asked
+// for them with "Notify me", a browser notification; beeps and notified count them for the tests.
 (() => {
   const PICTURE = 1, AUDIO = 2, WEBCAM = 3;
   const LEAD = 0.25; // seconds after its booked time a chunk plays: room for the network's jitter
@@ -13,6 +15,7 @@
     run: 0, mode: 'Upload', state: 'idle', ws: null, token: null, offset: 0, rtt: Infinity,
     ctx: null, gain: null, sources: new Set(), nextFree: 0, muted: false, blocked: false,
     heard: [], dropped: 0, tapBlocks: [], pictures: 0, camera: null, reconnects: 0,
+    notify: false, beeps: 0, notified: 0,
   });
   const $ = (id) => document.getElementById(id);
   const serverNow = () => Date.now() + O.offset;
@@ -47,6 +50,7 @@
       return;
     }
     if (m.type === 'status') { const box = $('status-box'); if (box) box.innerHTML = m.html; return; }
+    if (m.type === 'rules') { const box = $('rules-box'); if (box) box.innerHTML = m.html; return; }
     if (m.type === 'run') { newRun(m); return; }
     if (m.run !== O.run) return; // something the old run still said
     if (m.type === 'failed') { setState('failed'); showProblem('Could not start', m.text); }
@@ -138,6 +142,9 @@
       el.dataset.state = 'done';
     } else if (m.type === 'drop' && el) {
       el.remove();
+    } else if (m.type === 'alert') {
+      pane.appendChild(m.state === 'started' ? alertBubble(m) : alertCleared(pane, m));
+      if (m.state === 'started') { beep(); notifyAlert(m); }
     } else if (m.type === 'opinion') {
       pane.appendChild(bubble(m.alert ? 'opinion alert' : 'opinion', (m.alert ? '🚨 ' : '🔎 ') + m.task, m.text));
     } else if (m.type === 'note') {
@@ -163,6 +170,71 @@
     el.querySelector('.text').textContent = text;
     return el;
   }
+
+  // ---------- alerts ----------
+  function alertBubble(m) {
+    const el = document.createElement('div');
+    el.className = 'msg alert-msg';
+    el.dataset.alert = m.id;
+    el.dataset.state = 'on';
+    el.innerHTML = '<div class="alert-head"><span class="alert-badge">⚠ ALERT</span><span class="alert-rule"></span>'
+      + '<span class="clock"></span></div><img class="alert-snap" alt=""><div class="alert-why"></div>';
+    el.querySelector('.alert-rule').textContent = m.text;
+    el.querySelector('.clock').textContent = m.clock;
+    el.querySelector('.alert-why').textContent = `${m.reason} · ${Math.round(m.confidence * 100)}% sure`;
+    const img = el.querySelector('.alert-snap');
+    if (m.image) { img.src = m.image; img.alt = `the picture when "${m.text}" was seen`; } else img.remove();
+    return el;
+  }
+  function alertCleared(pane, m) {
+    const started = pane.querySelector(`.alert-msg[data-alert="${CSS.escape(m.id)}"]`);
+    if (started) started.dataset.state = 'cleared';
+    const note = document.createElement('div');
+    note.className = 'note alert-clear';
+    note.textContent = `${m.clock} · ✓ clear: ${m.text} (${m.reason})`;
+    return note;
+  }
+  // Two short tones through the speech's volume control: heard with the speech, silent when muted.
+  function beep() {
+    if (O.muted || !O.ctx || O.ctx.state !== 'running') return;
+    const t = O.ctx.currentTime + 0.02;
+    [[0, 880], [0.16, 660]].forEach(([after, hz]) => {
+      const osc = O.ctx.createOscillator(), env = O.ctx.createGain();
+      osc.frequency.value = hz;
+      env.gain.setValueAtTime(0.0001, t + after);
+      env.gain.exponentialRampToValueAtTime(0.3, t + after + 0.01);
+      env.gain.exponentialRampToValueAtTime(0.0001, t + after + 0.14);
+      osc.connect(env).connect(O.gain);
+      osc.start(t + after);
+      osc.stop(t + after + 0.15);
+    });
+    O.beeps += 1;
+  }
+  function notifyAlert(m) {
+    if (!O.notify || !('Notification' in window) || Notification.permission !== 'granted') return;
+    try {
+      new Notification(`⚠ ${m.text}`, { body: `${m.clock} · ${m.reason}`, icon: m.image, tag: m.id });
+      O.notified += 1;
+    } catch (err) { /* a browser that allows notifications only from a service worker */ }
+  }
+  // "Notify me": the browser asks for permission only now, when the user asks for notifications.
+  document.addEventListener('change', (e) => {
+    if (e.target.id !== 'notify-me') return;
+    const box = e.target;
+    if (!box.checked) { O.notify = false; return; }
+    if (!('Notification' in window)) { box.checked = false; box.parentElement.title = 'This browser has no notifications.'; return; }
+    Notification.requestPermission().then((answer) => {
+      O.notify = box.checked = answer === 'granted';
+      if (answer === 'denied') box.parentElement.title = 'Notifications are blocked for this page: allow them in the address bar.';
+    });
+  });
+  // A rule's Pause, Resume or Remove goes to the server on the channel; the box comes back changed.
+  document.addEventListener('click', (e) => {
+    const button = e.target.closest && e.target.closest('#rules-box button[data-do]');
+    if (!button || !O.ws || O.ws.readyState !== 1) return;
+    button.disabled = true;
+    O.ws.send(JSON.stringify({ type: 'rule', do: button.dataset.do, rule: button.dataset.rule }));
+  });
 
   // ---------- speech ----------
   function ensureAudio() {

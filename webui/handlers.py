@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 
 from pipeline.errors import OnlookerError
+from webui.rules import ACTIONS
 from webui.sessions import SessionManager
 from webui.sources import SourceRequest
 from webui.status import device_summary, render_status
@@ -27,9 +28,16 @@ def status_html(manager: SessionManager, key: str) -> str:
     return render_status(viewer.snapshot() if viewer else None, manager.choice.backend.description, device_summary())
 
 
+def rules_html(manager: SessionManager, key: str) -> str:
+    """The rules box as the page first shows it (before its channel says more)."""
+    return manager.rules(key).html(())
+
+
 def open_tab(manager: SessionManager, key: str) -> str:
-    """On page load: the tab's channel token, which ``webui/client.js`` picks up to open its WebSocket."""
+    """On page load: the tab's channel token, which ``webui/client.js`` picks up to open its WebSocket; the
+    tab's rules box goes down that channel."""
     token = html.escape(manager.tab(key).token)
+    manager.show_rules(key)
     return f'<div id="onlooker-tab" data-token="{token}" hidden></div>'
 
 
@@ -41,10 +49,30 @@ def start(
         manager.start(key, SourceRequest(mode, upload, url), profile, preset)
     except OnlookerError as exc:
         manager.tab(key).send({"type": "failed", "text": str(exc)})
+    manager.show_rules(key)  # the new session's rules (a profile's too), or no alert on after a failed Start
 
 
 def stop(manager: SessionManager, key: str) -> None:
     manager.stop(key)
+    manager.show_rules(key)  # no alert is on any more
+
+
+def add_rule(manager: SessionManager, key: str, text: str) -> str:
+    """The rules box's Add: the rule goes to the tab's rules (and its running session's, at once). Returns the
+    box's text: empty once added; kept when refused, the reason shown under it."""
+    if not text.strip():
+        return ""
+    added = manager.rules(key).add(text)
+    manager.show_rules(key)
+    return "" if added else text
+
+
+def rule_button(manager: SessionManager, key: str, asked: dict[str, Any]) -> None:
+    """A rule's Pause, Resume or Remove, as the page sends it on its channel: ``{"do": ..., "rule": name}``."""
+    action, name = asked.get("do"), asked.get("rule")
+    if action in ACTIONS and isinstance(name, str):
+        manager.rules(key).act(action, name)
+        manager.show_rules(key)
 
 
 def save_narration(manager: SessionManager, key: str) -> dict[str, Any]:

@@ -5,15 +5,18 @@ A Viewer bundles a pipeline Session with its live view and the tab's consumers (
 (``webui.channel``: one WebSocket carries picture, speech, chat and status). Each Start is a new run of
 the tab's channel, so the page drops whatever the old run still sends. Starting again in the same tab
 replaces the old Viewer cleanly; Stop, closing the tab (its channel drops) and shutting the app down
-all end in ``Viewer.close``, which joins every thread.
+all end in ``Viewer.close``, which joins every thread. A tab's watch rules (``webui.rules``) outlive its
+runs: each new session is built with them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +40,7 @@ from webui.channel import TabChannel
 from webui.chat import ChatFeed
 from webui.live import LiveView
 from webui.memory import release_memory
+from webui.rules import TabRules
 from webui.sources import SourceRequest, UploadLimits, make_source, source_label
 from webui.status import StatusFeed, StatusSnapshot
 
@@ -59,6 +63,7 @@ class Viewer:
         preset_name: str,
         settings: Settings,
         speech: SpeechOptions | None = None,
+        on_alert: Callable[[], None] = lambda: None,
     ):
         self.channel = channel
         self.run = run
@@ -75,7 +80,7 @@ class Viewer:
             speech=speech,
             consumers=[
                 ChatFeed(channel, run, lambda: self.session.error),
-                StatusFeed(self.status, self._observe_latency),
+                StatusFeed(self.status, self._observe_latency, on_alert),
             ],
             on_audio=self._play,
             preset=preset_name,
@@ -165,6 +170,7 @@ class SessionManager:
         self._sync: dict[str, bool] = {}  # per-tab choice of the sync toggle, kept across restarts
         self._voices: dict[str, VoicePrefs] = {}
         self._logins: dict[str, str] = {}  # tab → the login it came with (--auth), whose sessions it records
+        self._rules: dict[str, TabRules] = {}  # each tab's watch rules, kept across its runs
         self._lock = threading.Lock()
 
     def note_login(self, key: str, username: str | None) -> None:
@@ -234,9 +240,12 @@ class SessionManager:
         run = channel.begin_run(request.mode, source_label(request))
         chosen = pick(profile, self.profiles, "profile", "profile")
         source = make_source(request, self.guard, self.settings.rtsp_transport, self.limits)
-        viewer = Viewer(
-            channel, run, self.choice, chosen, self.presets, preset, self.settings, self.speech_options(key)
-        )
+        rules = self.rules(key)
+        settings, speech = rules.settings_for(self.settings, chosen), self.speech_options(key)
+        shown = functools.partial(self.show_rules, key)  # a rule's alert went on or off: the box says so
+        viewer = Viewer(channel, run, self.choice, chosen, self.presets, preset, settings, speech, shown)
+        if viewer.session.watch is not None:
+            rules.hand_over(viewer.session.watch)
         if (recorder := viewer.session.consumer(Recorder)) is not None:
             recorder.owner = self.login(key)
         viewer.sync = self._sync.get(key, self.settings.live_sync)
@@ -246,6 +255,22 @@ class SessionManager:
             self._viewers[key] = viewer
         viewer.start(source)
         return viewer
+
+    def rules(self, key: str) -> TabRules:
+        """This tab's watch rules (made on first use, from ``--watch``)."""
+        with self._lock:
+            rules = self._rules.get(key)
+        if rules is None:  # judged outside the lock: a backend may take a moment
+            rules = TabRules(self.settings, self.choice.backend.rule_problem)
+            with self._lock:
+                rules = self._rules.setdefault(key, rules)
+        return rules
+
+    def show_rules(self, key: str) -> None:
+        """The tab's rules box, as it is now (with the running session's alerts), to its page."""
+        viewer = self.get(key)
+        alerts_on = set(viewer.status.alerts_on) if viewer is not None else set()
+        self.tab(key).send({"type": "rules", "html": self.rules(key).html(alerts_on)})
 
     def get(self, key: str) -> Viewer | None:
         with self._lock:
@@ -270,6 +295,7 @@ class SessionManager:
             self._tabs.pop(key, None)
         self._sync.pop(key, None)
         self._voices.pop(key, None)
+        self._rules.pop(key, None)
 
     def webcam_frame(self, key: str, run: int, jpeg: bytes) -> None:
         """A JPEG from the page's camera, for this tab's current run (a late frame of an old run is dropped)."""

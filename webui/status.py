@@ -1,14 +1,27 @@
-"""The status strip: source state, mode, FPS, latency, backend and device, as small HTML pills."""
+"""The status strip: source state, mode, FPS, latency, backend and device, as small HTML pills; with watch
+rules, the alerts and rule checks, and each alert delivery's state."""
 
 from __future__ import annotations
 
 import html
 import sys
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.consumers.base import Consumer
-from pipeline.events import CommentaryFinished, Event, Metrics, ModeChanged, SourceStatus
+from pipeline.events import (
+    Alert,
+    CommentaryFinished,
+    DeliveryStatus,
+    Event,
+    Metrics,
+    ModeChanged,
+    RuleCheck,
+    SourceStatus,
+)
+
+CHECKS_SPAN = 60.0  # media seconds of rule checks the strip counts ("checks a minute")
 
 
 @dataclass
@@ -22,18 +35,28 @@ class StatusSnapshot:
     latency_ms: float | None = None
     source_lag_ms: float | None = None  # camera → decoded, where the stream carries the capture time
     comments: int = 0
+    alerts: int = 0  # alerts started in this run
+    alerts_on: set[str] = field(default_factory=set)  # rules whose alert is on now
+    checks: deque[float] = field(default_factory=deque)  # media times of the rule checks in the last minute
+    deliveries: dict[str, DeliveryStatus] = field(default_factory=dict)  # each delivery's newest status
 
 
 class StatusFeed(Consumer):
     """The numbers of a tab's status strip, from the bus; each comment's latency also goes to
-    ``on_latency`` (the live view's sync delay)."""
+    ``on_latency`` (the live view's sync delay), and ``on_alert`` hears when a rule's alert went on or off
+    (the rules box shows it)."""
 
     name = "status"
-    wants = (SourceStatus, ModeChanged, Metrics, CommentaryFinished)
+    wants = (SourceStatus, ModeChanged, Metrics, CommentaryFinished, RuleCheck, Alert, DeliveryStatus)
 
-    def __init__(self, snapshot: StatusSnapshot, on_latency: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        snapshot: StatusSnapshot,
+        on_latency: Callable[[float], None],
+        on_alert: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
-        self.snapshot, self.on_latency = snapshot, on_latency
+        self.snapshot, self.on_latency, self.on_alert = snapshot, on_latency, on_alert
 
     def handle(self, event: Event) -> None:
         if isinstance(event, SourceStatus):
@@ -46,6 +69,17 @@ class StatusFeed(Consumer):
             self.on_latency(latency / 1000)
         elif isinstance(event, CommentaryFinished) and not event.suppressed:
             self.snapshot.comments += 1
+        elif isinstance(event, RuleCheck):
+            checks = self.snapshot.checks
+            checks.append(event.t)
+            while checks and checks[0] < event.t - CHECKS_SPAN:
+                checks.popleft()
+        elif isinstance(event, Alert):
+            self.snapshot.alerts += event.state == "started"
+            (self.snapshot.alerts_on.add if event.state == "started" else self.snapshot.alerts_on.discard)(event.rule)
+            self.on_alert()
+        elif isinstance(event, DeliveryStatus):
+            self.snapshot.deliveries[event.name] = event
 
 
 def device_summary() -> str:
@@ -81,7 +115,41 @@ HINTS = {
     "comments": "Comments made in this run.",
     "backend": "What writes the commentary.",
     "device": "Where the model runs, and the GPU memory in use.",
+    "alerts": "Alerts from your watch rules in this run; ON while one holds.",
+    "checks": "Watch-rule checks in the last minute of video: each asks the model about every active rule.",
+    "delivery": "Where alerts are sent: sent so far, waiting to be sent (queued) and lost while it was down.",
 }
+
+
+def delivery_words(status: DeliveryStatus) -> str:
+    """The delivery's state and counts: "ok · 3 sent", "down · 2 queued", "retrying · 5 sent · 1 queued"."""
+    counts = [(status.sent, "sent"), (status.queued, "queued"), (status.dropped, "dropped")]
+    shown = [f"{n} {word}" for n, word in counts if n or (word == "sent" and not status.queued)]
+    return " · ".join([status.state, *shown])
+
+
+def pill(key: str, label: str, value: str, hint: str, state: str = "") -> str:
+    """One pill; ``state`` (ok, retrying, down, on) colours it."""
+    marked = f' data-state="{html.escape(state)}"' if state else ""
+    return (
+        f'<span class="pill" data-key="{html.escape(key)}"{marked} title="{html.escape(hint)}">'
+        f"<b>{html.escape(label)}</b> {html.escape(value)}</span>"
+    )
+
+
+def watch_pills(s: StatusSnapshot) -> list[str]:
+    """Alerts, checks a minute and each delivery, once there is something to say (rules were checked)."""
+    if not (s.checks or s.alerts or s.deliveries):
+        return []
+    on = len(s.alerts_on)
+    pills = [
+        pill("alerts", "alerts", f"{s.alerts}" + (f" · {on} ON" if on else ""), HINTS["alerts"], "on" if on else ""),
+        pill("checks", "checks", f"{len(s.checks)}/min", HINTS["checks"]),
+    ]
+    for status in list(s.deliveries.values()):  # a copy: the feed's thread may add one meanwhile
+        hint = f"{HINTS['delivery']} {status.detail}".strip()
+        pills.append(pill(f"delivery-{status.name}", status.name, delivery_words(status), hint, status.state))
+    return pills
 
 
 def render_status(snapshot: StatusSnapshot | None, backend: str, device: str) -> str:
@@ -99,9 +167,6 @@ def render_status(snapshot: StatusSnapshot | None, backend: str, device: str) ->
         ("backend", "model", backend),
         ("device", "on", device),
     ]
-    items = "".join(
-        f'<span class="pill" data-key="{key}" title="{html.escape(HINTS[key])}">'
-        f"<b>{label}</b> {html.escape(value)}</span>"
-        for key, label, value in pills
-    )
+    plain = [pill(key, label, value, HINTS[key]) for key, label, value in pills]
+    items = "".join([*plain[:-2], *watch_pills(s), *plain[-2:]])  # the model and the device stay last
     return f'<div class="status-strip" data-source="{html.escape(s.source)}">{items}</div>'

@@ -164,3 +164,22 @@ def no_error_badges(page: Page) -> None:
     for where in ("#live", "#chat", "#status"):
         assert page.locator(f"{where} .error, {where} [data-testid='status-tracker'].error").count() == 0, where
     assert page.locator('[data-testid="toast-body"].error').count() == 0
+
+
+def add_rule(page: Page, text: str) -> None:
+    """Type a watch rule into the rules box and press Add; the box answers over the channel."""
+    page.locator("#rule-input textarea, #rule-input input").first.fill(text)
+    page.locator("#rule-add").click()
+
+
+def rule_row(page: Page, name: str) -> sync_api.Locator:
+    """A rule's row in the rules box (``data-state``: active, paused or alert)."""
+    return page.locator(f'#rules-box .rule[data-rule="{name}"]')
+
+
+def expect_alert(page: Page, timeout: float = 30.0) -> sync_api.Locator:
+    """Wait for the chat's first alert bubble whose snapshot has decoded, and return it."""
+    snap = page.locator("#chat-pane .alert-msg img.alert-snap").first
+    expect(snap).to_be_visible(timeout=timeout * 1000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=snap.element_handle(), timeout=5_000)
+    return page.locator("#chat-pane .alert-msg").first
