@@ -20,6 +20,7 @@ commentary with both deliveries failing (the webhook hanging, the broker down) a
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -152,10 +153,12 @@ def commentary_with_failing_deliveries(video: Path, folder: Path, receiver, late
     receiver.release()
     for name, run in (("working", working), ("failing", failing)):
         totals = [m.stages.get("total_ms", 0.0) for m in run.of(Metrics)]
-        kept = [c for c in run.of(CommentaryFinished) if not c.suppressed]
+        ends = [c.wall for c in run.of(CommentaryFinished)]  # the loop's pace (the double's replies look alike)
+        gaps = [b - a for a, b in itertools.pairwise(ends)]
         figures[name] = {
-            "comments": len(kept),
+            "comments": len(ends),
             "comment_total_ms_median": round(statistics.median(totals), 2) if totals else None,
+            "longest_gap_between_comments_s": round(max(gaps), 2) if gaps else None,
             "alerts_on_bus": len(run.of(Alert)),
         }
     figures["commentary_ms_added_by_failure"] = round(
