@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         from pipeline.config import load_settings
+        from pipeline.space import detect_space, space_overrides
+
+        overrides.update(space_overrides(detect_space(), overrides))  # a Space listens where its proxy looks
 
         settings = load_settings(**overrides)
         if settings.history or settings.history_search is not None:

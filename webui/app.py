@@ -25,7 +25,7 @@ from pipeline.config import Settings, describe_validation_error
 from pipeline.recording.folder import default_record_dir
 from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
-from pipeline.sources.guard import is_loopback
+from pipeline.space import detect_space, is_exposed, space_notes
 from webui import handlers
 from webui.channel import serve_tab
 from webui.history import HistoryAccess
@@ -91,6 +91,13 @@ def fallback_banner(choice: Choice) -> str:
     )
 
 
+def space_banner(settings: Settings) -> str:
+    """On a Hugging Face Space: what its owner must fix (no login, ZeroGPU), where every visitor sees it."""
+    space = detect_space()
+    fixes = space_notes(space, bool(settings.auth))[1:] if space else []
+    return "".join(f"<p><b>This Space:</b> {html.escape(fix)}.</p>" for fix in fixes)
+
+
 def picker(label: str, entries: dict[str, Any], key: str, info: str) -> gr.Dropdown:
     """A profile or preset dropdown: a readable name for each key (profiles have one; presets get
     theirs capitalised) and, under the label, one line on what the chosen one does."""
@@ -133,6 +140,8 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         gr.Markdown("# Onlooker\nWatches a video or camera and talks about it as it happens.", elem_id="header")
         banner = fallback_banner(manager.choice)
         gr.HTML(banner, visible=bool(banner), elem_classes=["banner"], elem_id="fallback-banner")
+        warning = space_banner(manager.settings)
+        gr.HTML(warning, visible=bool(warning), elem_classes=["banner"], elem_id="space-banner")
         tab = gr.HTML("", elem_id="onlooker-tab-box", elem_classes=["carrier"], padding=False)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Watch", id="watch", elem_id="watch-tab"), gr.Row():
@@ -334,8 +343,11 @@ def launch(settings: Settings) -> int:
     run = load_run_config(settings)
     choice = create_backend(settings)
     print(f"· backend: {choice.backend.description} ({choice.reason})", file=sys.stderr, flush=True)
-    exposed = settings.share or not is_loopback(settings.host)
-    if exposed and not settings.auth:
+    space = detect_space()
+    for note in space_notes(space, bool(settings.auth)) if space else []:
+        print(f"· {note}", file=sys.stderr, flush=True)
+    exposed = is_exposed(settings)
+    if exposed and not settings.auth and space is None:
         print(
             "· WARNING: the app is reachable by others (--share or a non-loopback --host) and has no login; "
             "anyone with the link can watch your camera and use your GPU. Add --auth user:password.",

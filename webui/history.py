@@ -25,7 +25,7 @@ from pipeline.recording.export import export_session
 from pipeline.recording.folder import default_record_dir, read_meta
 from pipeline.recording.history import Comment, HistoryIndex, SessionRow
 from pipeline.recording.upkeep import recent_removals
-from pipeline.sources.guard import is_loopback
+from pipeline.space import is_exposed
 
 NARRATED = "narrated.mp4"  # the export made from the History tab, kept in the session's folder
 SESSION_COLUMNS = ["Date", "Source", "Length", "Comments", "Alerts", "State"]
@@ -43,7 +43,7 @@ class HistoryAccess:
     @classmethod
     def from_settings(cls, settings: Settings) -> HistoryAccess:
         root = settings.record_dir or default_record_dir()
-        shared = settings.share or not is_loopback(settings.host)
+        shared = is_exposed(settings)
         if not settings.record:
             return cls(root, shared, "Sessions are not being recorded (--no-record), so there is no history to show.")
         if shared and not settings.auth:

@@ -29,8 +29,9 @@ from pipeline.prompts import Profile
 from pipeline.recording.recorder import Recorder
 from pipeline.session import build_session
 from pipeline.sources.base import Source
-from pipeline.sources.guard import UrlGuard, is_loopback
+from pipeline.sources.guard import UrlGuard
 from pipeline.sources.webcam import PushSource
+from pipeline.space import is_exposed
 from pipeline.speech.choice import choose_speech
 from pipeline.speech.engines import Speech
 from pipeline.speech.narration import NarrationTrack
@@ -162,7 +163,7 @@ class SessionManager:
         self.presets = presets
         self.profiles = profiles
         self.speech = choose_speech(settings, choice.backend)
-        self.guard = UrlGuard.build(settings.share or not is_loopback(settings.host), settings.allow_hosts)
+        self.guard = UrlGuard.build(is_exposed(settings), settings.allow_hosts)
         self.limits = UploadLimits.from_settings(settings)
         self.transcriber, self.stt_reason = find_transcriber(settings.stt_model, choice.backend)
         self._viewers: dict[str, Viewer] = {}
