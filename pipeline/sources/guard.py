@@ -6,7 +6,9 @@ non-loopback ``--host``), the URL box must not become a way to read the owner's 
 schemes are accepted, and every address the host name resolves to (all of them, so one public
 record cannot smuggle in a private one) must be public — no loopback, private ranges, link-local
 (cloud metadata at 169.254.169.254), carrier-grade NAT, multicast or reserved space — unless the
-owner allowed it with ``--allow-hosts`` (their own cameras). HTTP redirects are checked hop by hop.
+owner allowed it with ``--allow-hosts`` (their own cameras). IPv6 spellings of such addresses (NAT64,
+6to4, IPv4-mapped, Teredo) count as what they embed (``addresses``). HTTP redirects are checked hop by
+hop; the segments and variants of an HLS playlist before FFmpeg opens it (``hls_guard``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import httpcore
 import httpx
 
 from pipeline.errors import SourceError
+from pipeline.sources.addresses import IPAddress, IPNetwork, refusal, within
 from pipeline.sources.urls import mask_url
 
 SHARED_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: What FFmpeg may open for an http(s) URL on a shared app, and for what it lists: no file, data, udp or rtp (SDP).
+FFMPEG_PROTOCOLS = "http,https,tcp,tls,crypto"
 
 
 def is_loopback(host: str) -> bool:
@@ -44,13 +48,9 @@ def resolve_host(host: str) -> list[str]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise SourceError(f"cannot resolve host '{host}' ({exc.strerror}); check the spelling") from None
+    except UnicodeError:  # the IDNA codec refused it: an empty or over-long label, a character no name has
+        raise SourceError(f"cannot resolve host '{host}' (not a valid host name); check the spelling") from None
     return sorted({info[4][0] for info in infos})
-
-
-def _public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
 
 
 def pin_host(url: str, address: IPAddress) -> str:
@@ -68,7 +68,7 @@ class Allowed:
     """One ``--allow-hosts`` entry: a host name, an address or a network, optionally with ``:port``."""
 
     host: str | None = None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    network: IPNetwork | None = None
     port: int | None = None
 
     @classmethod
@@ -90,7 +90,8 @@ class Allowed:
             return False
         if self.host is not None:
             return host == self.host or host.endswith("." + self.host)
-        return bool(addresses) and all(a in self.network for a in addresses)  # type: ignore[operator]
+        network = self.network
+        return network is not None and bool(addresses) and all(within(a, network) for a in addresses)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,11 @@ class UrlGuard:
         if not self.exposed:
             return url
         where = mask_url(url)
-        parts = urlsplit(url.strip())
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError as exc:  # a bad port or IPv6 bracket: also in what a visitor's playlist lists
+            raise SourceError(f"{where}: not a valid URL ({exc})") from None
         scheme = parts.scheme.lower()
         if scheme not in SHARED_SCHEMES:
             what = "local files and paths" if scheme in ("", "file") or len(scheme) == 1 else f"'{scheme}://' URLs"
@@ -123,7 +128,7 @@ class UrlGuard:
         host = (parts.hostname or "").lower()
         if not host:
             raise SourceError(f"{where}: the URL has no host")
-        address = self.address(host, parts.port, where)
+        address = self.address(host, port, where)
         return url if address is None or scheme.startswith("http") else pin_host(url.strip(), address)
 
     def address(self, host: str, port: int | None, where: str = "") -> IPAddress | None:
@@ -138,10 +143,10 @@ class UrlGuard:
             addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolve(host)]
         if any(entry.matches(host, addresses, port) for entry in self.allow):
             return None
-        blocked = [str(a) for a in addresses if not _public(a)]
+        blocked = [reason for a in addresses if (reason := refusal(a))]
         if blocked:
             raise SourceError(
-                f"{where or host}: '{host}' is a private, loopback or link-local address ({', '.join(blocked)}), "
+                f"{where or host}: '{host}' is a private, loopback or link-local address — {'; '.join(blocked)} — "
                 "which a shared app does not open for visitors; the owner can allow their own cameras with "
                 "--allow-hosts"
             )
@@ -149,17 +154,20 @@ class UrlGuard:
 
 
 def ffmpeg_http_target(url: str, guard: UrlGuard | None) -> tuple[str, dict[str, str]]:
-    """The URL and extra FFmpeg options for an http:// stream on a shared app: opened at the checked
-    address with the name in the Host header, so FFmpeg's own lookup cannot be rebound. https:// keeps
-    its name (TLS needs it for SNI), and so does everything where anything goes."""
+    """The URL and extra FFmpeg options for an http(s) stream on a shared app. FFmpeg may only use
+    ``FFMPEG_PROTOCOLS``, so nothing an HLS playlist or DASH manifest lists can be a file:// or data: URL.
+    http:// is opened at the checked address with the name in the Host header, so FFmpeg's own lookup
+    cannot be rebound; https:// keeps its name (TLS needs it for SNI). Where anything goes, nothing changes."""
     parts = urlsplit(url)
-    if guard is None or parts.scheme.lower() != "http" or not parts.hostname:
+    scheme = parts.scheme.lower()
+    if guard is None or not guard.exposed or scheme not in ("http", "https") or not parts.hostname:
         return url, {}
-    address = guard.address(parts.hostname, parts.port, mask_url(url))
+    options = {"protocol_whitelist": FFMPEG_PROTOCOLS}
+    address = guard.address(parts.hostname, parts.port, mask_url(url)) if scheme == "http" else None
     if address is None:
-        return url, {}
+        return url, options
     host = parts.netloc.rpartition("@")[2]
-    return pin_host(url, address), {"headers": f"Host: {host}\r\n"}
+    return pin_host(url, address), options | {"headers": f"Host: {host}\r\n"}
 
 
 class GuardedNetwork(httpcore.SyncBackend):

@@ -10,6 +10,7 @@ from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.decode import DecodeStats, decode_frames, open_video
 from pipeline.sources.guard import UrlGuard, ffmpeg_http_target
+from pipeline.sources.hls_guard import check_playlist
 from pipeline.sources.urls import mask_url
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp")
@@ -46,7 +47,7 @@ class StreamSource(Source):
         super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
         self.rtsp_transport = rtsp_transport
-        self.guard = guard  # a shared app's: http:// is opened at the address it checked
+        self.guard = guard  # a shared app's: http:// is opened at the address it checked, playlists are read first
         self.stats = DecodeStats()
 
     @property
@@ -54,8 +55,11 @@ class StreamSource(Source):
         return mask_url(self.uri)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        target, pinned = ffmpeg_http_target(self.uri, self.guard)
-        options = ffmpeg_options(self.uri, self.rtsp_transport) | pinned
+        check_playlist(self.uri, self.guard, self.timeout, stop)  # at each (re)connect: a live playlist changes
+        if stop.is_set():
+            return
+        target, shared = ffmpeg_http_target(self.uri, self.guard)
+        options = ffmpeg_options(self.uri, self.rtsp_transport) | shared
         container = open_video(target, self.display_name, options, timeout=self.timeout)
         scheme = urlsplit(self.uri).scheme.lower()
         self.live = scheme in LIVE_SCHEMES or container.duration is None

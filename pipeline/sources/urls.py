@@ -32,6 +32,25 @@ def mask_url(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def strip_credentials(uri: str) -> str:
+    """The URL without its user:password and secret-looking query parameters, fit to be written to a file.
+
+    Unlike ``mask_url`` nothing is left in their place (a saved ``***`` would be sent as a password), and
+    the text is not parsed, so a URL ``urlsplit`` refuses still loses its credentials.
+    """
+    uri = _USERINFO_RE.sub(r"\1", uri.strip())
+    base, _, rest = uri.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    params = [p for p in re.split(r"[&;]", query) if p]
+    kept = [p for p in params if not _SECRET_QUERY_RE.match(p)]
+    if len(kept) == len(params):
+        return uri
+    return base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+
+
 def scrub(text: str, uri: str) -> str:
     """Remove the URL's credentials from text that came from a library (exception messages)."""
     text = text.replace(uri, mask_url(uri))

@@ -11,13 +11,15 @@ import subprocess
 import threading
 from collections.abc import Iterator
 
+import av
+import av.error
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.sources.guard import UrlGuard
+from pipeline.sources.guard import UrlGuard, ffmpeg_http_target
 from pipeline.sources.mjpeg import MjpegSource
 from pipeline.sources.resolve import open_source, resolve_page, sniff_http
-from tests.helpers.mjpeg_server import MjpegTestServer
+from tests.helpers.mjpeg_server import MjpegTestServer, free_port
 
 PRIVATE = "private, loopback or link-local address"
 
@@ -73,20 +75,46 @@ def test_a_redirect_within_the_allowed_camera_is_followed(redirector) -> None:
     )
 
 
-def test_a_remote_playlist_cannot_make_ffmpeg_read_local_files(http_dir, short_video, tmp_path) -> None:
-    """An HLS playlist on an allowed host that lists a file:// segment: FFmpeg refuses it."""
-    base, root = http_dir
+def test_a_playlist_served_to_ffmpeg_alone_still_cannot_make_it_read_local_files(short_video, tmp_path) -> None:
+    """The guard reads an HLS playlist before FFmpeg does (``tests/integration/test_hls_segment_guard.py``),
+    but a server can tell the two apart (FFmpeg says ``Lavf`` in its User-Agent) and answer FFmpeg alone
+    with a file:// segment: FFmpeg's protocol whitelist on a shared app, and its own rules, refuse it."""
     secret = tmp_path / "secret.ts"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", str(secret)], check=True)
-    (root / "evil.m3u8").write_text(
-        f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile://{secret}\n#EXT-X-ENDLIST\n"
-    )
-    source = open_source(f"{base}/evil.m3u8", timeout=5, guard=UrlGuard.build(True, "127.0.0.1"))
+    clean = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nsegment.ts\n#EXT-X-ENDLIST\n"
+    asked: list[str] = []
+
+    def route(handler) -> None:
+        asked.append(handler.headers["User-Agent"])
+        text = clean.replace("segment.ts", f"file://{secret}") if "Lavf" in asked[-1] else clean
+        handler.reply(200, "application/vnd.apple.mpegurl", text.encode())
+
     states: list[tuple[str, str]] = []
     frames: list[object] = []
-    source.start(frames.append, lambda state, detail: states.append((state, detail)))
-    assert source.join(20)
+    with MjpegTestServer() as server:
+        server.routes["/two-faced.m3u8"] = route
+        source = open_source(server.url("/two-faced.m3u8"), timeout=5, guard=UrlGuard.build(True, "127.0.0.1"))
+        source.start(frames.append, lambda state, detail: states.append((state, detail)))
+        assert source.join(20)
     assert frames == [] and states[-1][0] == "failed", states
+    assert any("Lavf" in agent for agent in asked) and not all("Lavf" in agent for agent in asked)
+
+
+def test_ffmpeg_speaks_only_http_for_a_shared_app(http_dir) -> None:
+    """Only http, https, tcp, tls and crypto: an SDP file served over HTTP, which FFmpeg would otherwise
+    open by binding RTP/UDP ports, is refused at once."""
+    base, root = http_dir
+    (root / "cam.sdp").write_text(
+        f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=cam\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {free_port()} RTP/AVP 96\n"
+        "a=rtpmap:96 H264/90000\n"
+    )
+    url = f"{base}/cam.sdp"
+    target, options = ffmpeg_http_target(url, UrlGuard.build(True, "127.0.0.1"))
+    assert options["protocol_whitelist"] == "http,https,tcp,tls,crypto"
+    with av.open(url, timeout=2) as local:  # what a local app's FFmpeg does with it
+        assert local.format.name == "sdp"
+    with pytest.raises(av.error.InvalidDataError):
+        av.open(target, options=options, timeout=2)
 
 
 class CheckedAsPublic(UrlGuard):
@@ -128,7 +156,7 @@ def test_http_streams_go_to_the_checked_address_with_their_name_in_the_host_head
         assert playing.wait(30), states
     finally:
         source.stop()
-    assert hosts[:2] == [f"cam.example.com:{server.port}"] * 2  # the sniff, then FFmpeg
+    assert hosts[:3] == [f"cam.example.com:{server.port}"] * 3  # the sniff, the playlist check, then FFmpeg
 
 
 def test_a_host_rebound_to_a_private_address_is_refused_when_httpx_connects(video_server) -> None:
