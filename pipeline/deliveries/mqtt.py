@@ -41,7 +41,7 @@ from pipeline.deliveries.mqtt_discovery import (
 )
 from pipeline.deliveries.payload import alert_payload, compact_json
 from pipeline.errors import ConfigError
-from pipeline.events import Alert, CameraStarted, CameraTag, CommentaryFinished, Event
+from pipeline.events import Alert, CameraStarted, CameraTag, CommentaryFinished, Event, RuleCheck
 from pipeline.sources.urls import mask_url
 from pipeline.watch.rules import gather_rules
 
@@ -159,7 +159,8 @@ class MqttDelivery(Delivery):
     """Publishes each alert (state, JSON, event, snapshot) and each kept comment of every camera."""
 
     name: ClassVar[str] = "mqtt"
-    wants: ClassVar[tuple[type[Event], ...]] = (Alert, CameraStarted, CommentaryFinished)
+    # a rule's first check announces it (rules added on the page while the session runs included)
+    wants: ClassVar[tuple[type[Event], ...]] = (Alert, CameraStarted, CommentaryFinished, RuleCheck)
 
     def __init__(
         self,
@@ -242,6 +243,8 @@ class MqttDelivery(Delivery):
             return self._learn(camera, event.rule, event.text) + self._alert(camera, event)
         if isinstance(event, CommentaryFinished):
             return (self._learn(camera) + self._comment(camera, event)) if _kept(event) else []
+        if isinstance(event, RuleCheck):
+            return self._learn(camera, event.rule, event.rule)  # named by its words once its first alert brings them
         return self._learn(camera)
 
     def ready(self) -> bool:
@@ -321,7 +324,7 @@ class MqttDelivery(Delivery):
                     for name in self._rules
                 ]
             rules = self._known[camera.id][1]
-            if rule and rule not in rules:
+            if rule and (rule not in rules or rules[rule] == rule != text):  # new, or its words arrived
                 rules[rule] = text
                 configs += self._configs(camera, {rule: text}, with_camera=False)
         return [Message(topic, compact_json(config), retain=True) for topic, config in configs] + states

@@ -22,7 +22,16 @@ import pytest
 from pipeline.config import Settings
 from pipeline.deliveries.mqtt import Message, MqttDelivery, parse_broker
 from pipeline.errors import ConfigError
-from pipeline.events import Alert, CameraStarted, CameraTag, CommentaryFinished, DeliveryStatus, Event, EventBus
+from pipeline.events import (
+    Alert,
+    CameraStarted,
+    CameraTag,
+    CommentaryFinished,
+    DeliveryStatus,
+    Event,
+    EventBus,
+    RuleCheck,
+)
 from tests.helpers.mjpeg_server import free_port
 from tests.helpers.mosquitto import Mosquitto, Received, Subscriber, missing_mosquitto_reason
 
@@ -347,3 +356,20 @@ def test_bad_broker_urls_are_config_errors() -> None:
     assert MqttDelivery.from_settings(Settings(mqtt=None)) is None
     with pytest.raises(ConfigError, match="--mqtt-discovery"):
         MqttDelivery.from_settings(Settings(mqtt="mqtt://broker.local", mqtt_discovery="home/#"))
+
+
+@needs_broker
+def test_a_rule_added_while_running_is_announced_at_its_first_check_and_named_by_its_first_alert(
+    broker: Mosquitto, watcher: Subscriber
+) -> None:
+    run = Run(MqttDelivery.from_settings(Settings(mqtt=broker.url())))  # no --watch: the page adds the rule
+    run.publish(camera_started())
+    config = "homeassistant/binary_sensor/onlooker_front-door/cat/config"
+    run.publish(
+        RuleCheck(t=3.0, camera=FRONT, rule="cat", answer="no", confidence=0.9, reason="", trigger="motion", ms=5.0)
+    )
+    assert json.loads(watcher.wait_topic(config).payload)["name"] == "Cat"
+    run.publish(alert("started", rule="cat", alert_id="c1", jpeg=small_jpeg()))
+    named = watcher.wait_for(lambda m: m.topic == config and b"happens" in m.payload)
+    assert json.loads(named[0].payload)["name"] == "Cat happens"
+    run.finish()
