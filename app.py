@@ -11,6 +11,7 @@ import sys
 
 from pipeline.cli import parse_overrides
 from pipeline.errors import OnlookerError
+from pipeline.signals import Stopped, stop_signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         from webui.app import launch
 
         return launch(settings)
+    except Stopped as stop:  # while still starting (loading a model, say): what was made is closed on the way out
+        print(f"· stopped ({stop.signame})", file=sys.stderr)
+        return 0
     except OnlookerError as exc:
         for line in str(exc).splitlines() or ["unknown error"]:
             print(f"onlooker: error: {line}", file=sys.stderr)
@@ -41,4 +45,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_signals():  # SIGTERM (docker stop, systemd) ends a run as cleanly as Ctrl-C: pipeline.signals
+        sys.exit(main())

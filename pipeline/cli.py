@@ -13,7 +13,9 @@ DESCRIPTION = """Onlooker watches live video and talks about it.
 
 Without --headless it starts the web app. With --headless --source PATH_OR_URL it prints
 timestamped commentary to stdout as it streams. Every flag can also be set as an environment
-variable ONLOOKER_<FLAG> (e.g. --base-url -> ONLOOKER_BASE_URL) or in a .env file."""
+variable ONLOOKER_<FLAG> (e.g. --base-url -> ONLOOKER_BASE_URL), as a key in the settings file
+(--config; base_url: ...) or in a .env file. Flags win over the environment, which wins over the
+settings file, which wins over .env."""
 
 
 def _scalar_type(annotation: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Settings from CLI flags, ``ONLOOKER_*`` env vars and ``.env``; presets from ``presets.yaml``.
+"""Settings from CLI flags, ``ONLOOKER_*`` env vars, the settings file and ``.env``; presets from ``presets.yaml``.
 
 Everything is validated once, here at the edge; errors name the file or variable, the key and
 what is allowed, so a typo never surfaces later as a confusing failure deep in the pipeline.
@@ -11,9 +11,10 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.settings_file import SettingsFileSource
 from pipeline.watch.rules import RuleDefaults, split_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +119,8 @@ def pick(name: str | None, choices: dict[str, M], what: str, where: str) -> M:
 
 
 class Settings(BaseSettings):
-    """Every knob of a run. CLI flag ``--foo-bar`` ↔ env var ``ONLOOKER_FOO_BAR`` ↔ ``.env`` line."""
+    """Every knob of a run. CLI flag ``--foo-bar`` ↔ env var ``ONLOOKER_FOO_BAR`` ↔ settings file key ``foo_bar`` ↔
+    ``.env`` line."""
 
     model_config = SettingsConfigDict(env_prefix="ONLOOKER_", env_file=".env", extra="ignore", frozen=True)
 
@@ -182,11 +184,25 @@ class Settings(BaseSettings):
         description="web UI: require login, as user:password (several: u1:p1,u2:p2; each sees only their own history)",
     )
     live_sync: bool = Field(True, description="web UI: delay the live picture by the commentary latency")
+    source_kind: str | None = Field(
+        None,
+        pattern=r"^(webcam|upload|url)$",
+        description="web UI: the source the page starts with: webcam, upload or url (default: url with --source, "
+        "else upload)",
+    )
+    mute: bool = Field(False, description="web UI: start with the speech muted")
     max_upload_mb: int = Field(
         2048, ge=0, description="web UI: largest video file a visitor may upload (MB); 0 = no limit"
     )
     max_upload_minutes: float = Field(
         180.0, ge=0, description="web UI: longest video a visitor may upload (minutes); 0 = no limit"
+    )
+    max_sessions: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="web UI: live sessions at once, over all tabs and visitors; with several logins, one login may "
+        "run at most half of them (rounded up)",
     )
     rtsp_transport: str = Field(
         "tcp",
@@ -274,6 +290,11 @@ class Settings(BaseSettings):
     )
     presets_file: Path = Field(PRESETS_FILE, description="YAML file of presets")
     profiles_dir: Path = Field(PROFILES_DIR, description="folder of profile YAML files")
+    config: Path | None = Field(
+        None,
+        description="settings file (YAML; default: onlooker.yaml here if it exists, else in the user's config "
+        "folder); flags and env win over it, it wins over .env",
+    )
 
     @field_validator("watch", mode="before")
     @classmethod
@@ -284,6 +305,20 @@ class Settings(BaseSettings):
     @classmethod
     def _urls_from_env(cls, value: object) -> object:
         return value.split() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the init arguments) > environment > settings file > ``.env`` > defaults: the file holds what
+        the user keeps, so a variable or flag given for one run still wins over it."""
+        file_settings = SettingsFileSource(settings_cls, dotenv_settings)
+        return init_settings, env_settings, file_settings, dotenv_settings, file_secret_settings
 
     def rule_defaults(self) -> RuleDefaults:
         """What a rule does when it does not say otherwise."""
@@ -310,7 +345,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings from CLI overrides (None = not given), env and ``.env``; errors name the variable."""
+    """Build Settings from CLI overrides (None = not given), env, the settings file and ``.env``; errors name the
+    variable (or the file and key, for the settings file's)."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         settings = Settings(**given)

@@ -24,6 +24,7 @@ from pipeline.recording.recorder import Recorder
 from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
 from pipeline.session import Session, build_session
+from pipeline.signals import Stopped, finishing
 from pipeline.sources.resolve import open_source
 from pipeline.speech.choice import choose_speech
 from pipeline.speech.engines import Speech
@@ -71,7 +72,7 @@ def say_rules(session: Session, backend: Backend, notes: TextIO) -> None:
 
 
 def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = sys.stderr) -> int:
-    """Run until the source ends (0), fails (1) or Ctrl-C (0). Errors raise OnlookerError."""
+    """Run until the source ends (0), fails (1) or Ctrl-C or SIGTERM (0). Errors raise OnlookerError."""
     run = load_run_config(settings)
     if not settings.source:
         raise OnlookerError("--headless needs --source PATH_OR_URL (or ONLOOKER_SOURCE)")
@@ -124,9 +125,10 @@ def run_headless(settings: Settings, out: TextIO = sys.stdout, notes: TextIO = s
             while not session.join(0.5):  # the bus closes when the source ends; Ctrl-C stops at once
                 if printer.output_closed or printer.failed:  # a headless run is for its transcript
                     break
-        except KeyboardInterrupt:
-            notes.write("· stopped\n")
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through ``pipeline.signals``: the stack finishes up
+            notes.write(f"· stopped ({stop.signame})\n" if isinstance(stop, Stopped) else "· stopped\n")
             return 0
+        finishing()
         session.stop()
         if printer.output_closed:
             return 0  # `| head` read what it wanted: end quietly, like any Unix filter

@@ -36,6 +36,17 @@ def user_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user's config folder (where the settings file is looked for, and Save as default writes) is a
+    temporary one for the whole run, for this process and every app it starts: a developer's own
+    ``~/.config/onlooker/onlooker.yaml`` never changes what a test sees, and no test writes it."""
+    home = tmp_path_factory.mktemp("xdg-config")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")

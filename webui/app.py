@@ -16,18 +16,22 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-safe: no telemetry calls home
 
 import gradio as gr
-from fastapi import WebSocket
+from fastapi import Request, WebSocket
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.middleware import Middleware
 
 from pipeline.backends.base import Choice, create_backend
 from pipeline.config import Settings, describe_validation_error
 from pipeline.recording.folder import default_record_dir
 from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
+from pipeline.signals import on_stop
 from pipeline.space import detect_space, is_exposed, space_notes
 from webui import handlers
 from webui.channel import serve_tab
+from webui.gate import LoginGate, login_of, login_required
 from webui.history import HistoryAccess
 from webui.history_tab import build_history_tab
 from webui.memory import limit_malloc_arenas
@@ -65,6 +69,8 @@ MODE_INFO = {
 }
 STOP_NOW_JS = "() => { if (window.onlooker) window.onlooker.stopNow(); }"
 MUTE_JS = "(muted) => (window.onlooker ? window.onlooker.mute(muted) : muted)"
+# On load the page's player learns the source and mute it starts with (a saved default may differ from its own).
+STARTING_JS = "(mode, muted) => { const o = window.onlooker; if (o) { o.pickMode(mode); o.mute(muted); } }"
 
 
 def speech_info(manager: SessionManager) -> str:
@@ -110,6 +116,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
     settings = manager.settings
     profile_key = settings.profile.strip().lower()
     preset_key = (settings.preset or manager.presets.default).lower()
+    kind = settings.source_kind or ("url" if settings.source else "upload")
+    start_mode = next(m for m in MODES if m.lower() == kind)
+    local = not manager.guard.exposed
 
     def keyed(fn: Callable[..., Any]) -> Callable[..., Any]:
         """Adapter: Gradio calls (inputs..., request); handlers take (manager, tab key, inputs...).
@@ -149,9 +158,9 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                     with gr.Row(equal_height=True):
                         mode = gr.Radio(
                             list(MODES),
-                            value="Upload",
+                            value=start_mode,
                             label="Source",
-                            info=MODE_INFO["Upload"],
+                            info=MODE_INFO[start_mode],
                             min_width=250,
                             elem_id="source-mode",
                         )
@@ -162,17 +171,30 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                             "Preset", manager.presets.presets, preset_key, handlers.preset_info(manager, preset_key)
                         )
                     upload = gr.File(
-                        label="Video file", file_types=["video"], type="filepath", height=120, elem_id="upload"
+                        label="Video file",
+                        file_types=["video"],
+                        type="filepath",
+                        height=120,
+                        visible=start_mode == "Upload",
+                        elem_id="upload",
                     )
                     url = gr.Textbox(
+                        value=settings.source if local else None,  # the owner's camera, never shown to visitors
                         label="Stream URL",
                         placeholder="rtsp://user:pass@camera/stream · http://camera/video.mjpg · https://…/index.m3u8",
-                        visible=False,
+                        visible=start_mode == "URL",
                         elem_id="url",
                     )
                     with gr.Row():
                         start = gr.Button("Start", variant="primary", min_width=100, elem_id="start")
                         stop = gr.Button("Stop", variant="secondary", min_width=100, elem_id="stop")
+                        # Only on the owner's own machine: a visitor of a shared app must not rewrite its defaults
+                        # (not even through the API, so there is no button and no event at all).
+                        save_default = (
+                            gr.Button("Save as default", scale=0, min_width=160, elem_id="save-default")
+                            if local
+                            else None
+                        )
                     gr.HTML(LIVE_AREA, elem_id="live", padding=False)
                     gr.HTML(
                         f'<div id="status-box">{handlers.status_html(manager, "")}</div>',
@@ -229,7 +251,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                                 elem_id="voice",
                                 **handlers.voice_settings(manager, ""),
                             )
-                            mute = gr.Checkbox(value=False, label="Mute", min_width=90, elem_id="mute")
+                            mute = gr.Checkbox(value=speech_prefs.muted, label="Mute", min_width=90, elem_id="mute")
                         with gr.Row():
                             save = gr.Button("Save narration (WAV)", size="sm", elem_id="save-narration")
                             narration = gr.File(label="Narration", visible=False, elem_id="narration-file")
@@ -267,6 +289,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
             )
 
         demo.load(keyed(handlers.open_tab), None, tab, queue=False)
+        demo.load(None, [mode, mute], None, js=STARTING_JS, queue=False)
         mode.change(show_inputs, mode, [mode, upload, url], queue=False, **quiet)
         start.click(keyed(handlers.start), [mode, upload, url, profile, preset], None, concurrency_limit=None, **quiet)
         stop.click(keyed(handlers.stop), None, None, js=STOP_NOW_JS, **quiet)
@@ -281,6 +304,10 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
         voice.input(keyed(handlers.change_voice), [engine, voice], None, queue=False, **quiet)
         save.click(keyed(handlers.save_narration), None, narration, **quiet)
         mute.change(keyed(handlers.set_muted), mute, None, queue=False, js=MUTE_JS, **quiet)
+        if save_default is not None:
+            save_default.click(
+                keyed(handlers.save_defaults), [mode, url, profile, preset, engine, mute, sync], None, **quiet
+            )
     return demo
 
 
@@ -288,13 +315,13 @@ PIPELINE_THREAD_PREFIXES = ("commentator", "source-", "live-", "viewer-", "speak
 
 
 def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
-    """Each tab's channel (a WebSocket at an unguessable per-tab URL, behind the app's login) and a
-    health summary."""
+    """Each tab's channel (a WebSocket at an unguessable per-tab URL) and a health summary; with ``--auth``
+    both are behind the login (``webui.gate``)."""
     app = demo.app
 
     async def tab_socket(websocket: WebSocket, token: str) -> None:
         channel = manager.tab_by_token(token)
-        if channel is None or not logged_in(app, websocket):
+        if channel is None:
             await websocket.close(code=4404)
             return
         await websocket.accept()
@@ -307,8 +334,11 @@ def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
             lambda asked: handlers.rule_button(manager, channel.key, asked),
         )
 
-    def health() -> dict[str, Any]:
-        """Sessions and pipeline threads alive now: for monitoring, and for tests that check teardown."""
+    def health(request: Request) -> Any:
+        """Sessions and pipeline threads alive now: for monitoring, and for tests that check teardown. Behind a
+        login, a visitor who has not logged in gets a bare "ok": the app is up, and nothing about who uses it."""
+        if login_required(app) and login_of(app, request) is None:
+            return PlainTextResponse("ok")
         threads = sorted(t.name for t in threading.enumerate() if t.name.startswith(PIPELINE_THREAD_PREFIXES))
         return {
             "sessions": manager.active_count(),
@@ -321,21 +351,8 @@ def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
     app.add_api_route("/onlooker/health", health, methods=["GET"])
 
 
-def logged_in(app: Any, websocket: WebSocket) -> bool:
-    """The same test as Gradio's own routes: no login configured, or the login cookie names a user."""
-    if getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None:
-        return True
-    if getattr(app, "auth_dependency", None) is not None:
-        return app.auth_dependency(websocket) is not None
-    cookie_id = getattr(app, "cookie_id", "")
-    token = websocket.cookies.get(f"access-token-{cookie_id}") or websocket.cookies.get(
-        f"access-token-unsecure-{cookie_id}"
-    )
-    return token is not None and token in app.tokens
-
-
 def launch(settings: Settings) -> int:
-    """Load presets, profiles and the backend, then serve the UI until Ctrl-C."""
+    """Load presets, profiles and the backend, then serve the UI until Ctrl-C or SIGTERM."""
     print("· Onlooker is starting: loading the presets, profiles and the model…", file=sys.stderr, flush=True)
     # Gradio's queue calls a Starlette helper that warns on every streamed response; not ours to fix, not news.
     warnings.filterwarnings("ignore", category=StarletteDeprecationWarning)
@@ -373,8 +390,12 @@ def launch(settings: Settings) -> int:
             show_error=True,
             quiet=True,  # its own hints name launch() arguments; ours name the flags
             max_file_size=manager.limits.max_bytes,  # Gradio refuses bigger uploads before they fill the disk
+            enable_monitoring=False,  # its dashboard prints a key to the terminal for anyone logged in; not needed
+            # FastAPI's schema lists every route to anyone; Gradio's own (/gradio_api/openapi.json) is behind the login
+            app_kwargs={"openapi_url": None, "middleware": [Middleware(LoginGate)]},
         )
         add_routes(demo, manager)
+        threading.Thread(target=manager.reap_forever, name="tab-reaper", daemon=True).start()
         print(f"· ready: {demo.local_url}", file=sys.stderr, flush=True)
         if demo.share_url:
             print(f"· shared at {demo.share_url} (for 72 hours)", file=sys.stderr, flush=True)
@@ -384,7 +405,15 @@ def launch(settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        demo.block_thread()
+
+        def shut_down() -> None:
+            """SIGTERM or Ctrl-C (``pipeline.signals``): every session stopped while the server still runs, then
+            the server; ``block_thread`` returns once it is closed."""
+            manager.stop_all()
+            demo.close(verbose=False)
+
+        with on_stop(shut_down):
+            demo.block_thread()
     finally:
         manager.close_all()
         choice.backend.close()

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PICTURE, AUDIO, WEBCAM = 1, 2, 3  # first byte of a binary message
 STATUS_EVERY = 1.0  # seconds between status strips
 RECONNECT_GRACE = 3.0  # a tab that dropped its channel this long is gone (closed or reloaded)
+CONNECT_WAIT = 15.0  # a tab whose page has not opened its channel this long after it was made never will
 MAX_QUEUED = 4000  # messages kept for a tab that is not connected (about a minute of speech and chat)
 _AUDIO_HEADER = struct.Struct("<BIddIx")  # kind, run, plays_at (epoch s), media time, rate; pad: PCM at an even offset
 _PICTURE_HEADER = struct.Struct("<BId")  # kind, run, frame wall time (epoch s)
@@ -72,6 +73,8 @@ class TabChannel:
         self.token = secrets.token_urlsafe(24)
         self.run = 0
         self.connected = False
+        self.made = time.monotonic()
+        self.ever_connected = False  # an API client's Start makes a channel that no page ever opens
         self._messages: deque[str | bytes] = deque()
         self._picture: bytes | None = None
         self._pictures_sent: deque[float] = deque(maxlen=90)
@@ -115,7 +118,7 @@ class TabChannel:
     # --- the socket's side ---
     def attach(self, wake: Callable[[], None]) -> None:
         with self._lock:
-            self.connected = True
+            self.connected = self.ever_connected = True
             self._wake = wake
         wake()
 
@@ -123,6 +126,10 @@ class TabChannel:
         with self._lock:
             self.connected = False
             self._wake = lambda: None
+
+    def unopened(self, now: float) -> bool:
+        """No page has opened this channel in the ``CONNECT_WAIT`` since it was made: none will."""
+        return not self.ever_connected and now - self.made > CONNECT_WAIT
 
     def take(self) -> list[str | bytes]:
         """Everything queued, in order, then the newest picture (if any)."""

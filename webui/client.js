@@ -374,13 +374,15 @@
     }, 'image/jpeg', 0.8);
   }, WEBCAM_EVERY);
   // The source radio: Webcam shows the camera's own preview in the live area (one preview, no delay).
-  document.addEventListener('change', (e) => {
-    if (!e.target.closest || !e.target.closest('#source-mode')) return;
-    const mode = e.target.value;
+  // O.pickMode also runs when the page loads, for the source it starts with (a saved default).
+  O.pickMode = (mode) => {
     if (O.state === 'running') return;
     O.mode = mode;
     cameraPreview(mode === 'Webcam');
     showMessage(mode === 'Webcam' ? '' : 'Pick a source and press <b>Start</b>.');
+  };
+  document.addEventListener('change', (e) => {
+    if (e.target.closest && e.target.closest('#source-mode')) O.pickMode(e.target.value);
   }, true);
 
   // The tab's channel token arrives in the page when it loads (a hidden element); connect then.

@@ -16,7 +16,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from pipeline.config import pick
 from pipeline.errors import OnlookerError
+from pipeline.settings_file import save_path, shown_path, write_defaults
 from webui.rules import ACTIONS
 from webui.sessions import SessionManager
 from webui.sources import SourceRequest
@@ -162,6 +164,52 @@ def change_preset(manager: SessionManager, key: str, name: str) -> dict[str, Any
     except OnlookerError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     return gr.update(info=preset_info(manager, name))
+
+
+def save_defaults(
+    manager: SessionManager,
+    key: str,
+    mode: str,
+    url: str | None,
+    profile: str,
+    preset: str,
+    engine: str | None,
+    mute: bool,
+    sync: bool,
+) -> None:
+    """Save as default: the page's source, profile, preset, speech, sync and this tab's watch rules go into the
+    settings file (``--config``, else the one read, else the user's), so the next start opens with them.
+
+    The speech engine is saved as ``auto`` when it is what ``auto`` picked, so a later start with a model that
+    speaks still gets its voice; the voice is saved only when one was picked (the list shows the engine's
+    default otherwise, and saving that would override the profile's voice)."""
+    path = save_path(manager.settings.config)
+    try:
+        chosen = pick(profile, manager.profiles, "profile", "profile")
+        values: dict[str, Any] = {
+            "source_kind": mode.lower(),
+            "profile": profile,
+            "preset": preset,
+            "mute": bool(mute),
+            "live_sync": bool(sync),
+            "watch": manager.rules(key).given(manager.settings, chosen),
+        }
+        if mode == "URL" and (url or "").strip():
+            values["source"] = url
+        if engine:
+            auto = manager.settings.tts == "auto" and engine == manager.speech.default
+            values["tts"] = "auto" if auto else engine
+            values["tts_voice"] = manager.voice_prefs(key).voice
+        stripped = write_defaults(path, values)
+    except (OnlookerError, OSError) as exc:
+        raise gr.Error(f"Could not save the defaults: {exc}", print_exception=False) from None
+    note = (
+        " The URL's user name and password were left out (they are never saved): type them again next time, "
+        "or keep the whole URL in ONLOOKER_SOURCE or --source."
+        if stripped
+        else ""
+    )
+    gr.Info(f"Saved as defaults in {shown_path(path)}.{note}")
 
 
 def set_sync(manager: SessionManager, key: str, on: bool) -> None:

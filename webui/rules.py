@@ -68,10 +68,14 @@ class TabRules:
         """The settings a new session of this tab is built with: its ``--watch`` rules are the tab's, less those
         the profile brings itself. So a flag's rule the user removed stays removed, one the backend refused
         never stops a Start, and what announces the rules (MQTT discovery) hears the tab's."""
+        return settings.model_copy(update={"watch": self.given(settings, profile)})
+
+    def given(self, settings: Settings, profile: Profile) -> list[str]:
+        """The tab's rules as ``--watch`` takes them ("NAME=TEXT", paused ones too), less those the profile
+        brings itself: what a new session is given, and what Save as default keeps."""
         own = {rule.name for rule in gather_rules([], profile.watch, settings.rule_defaults(), profile.name)}
         with self._lock:
-            given = [f"{rule.name}={rule.text}" for rule, _ in self.desk.listing() if rule.name not in own]
-        return settings.model_copy(update={"watch": given})
+            return [f"{rule.name}={rule.text}" for rule, _ in self.desk.listing() if rule.name not in own]
 
     def hand_over(self, live: WatchDesk) -> None:
         """The new session's desk (built from ``settings_for``) becomes the one the box changes; a rule paused in

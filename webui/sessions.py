@@ -172,6 +172,11 @@ class SessionManager:
         self._voices: dict[str, VoicePrefs] = {}
         self._logins: dict[str, str] = {}  # tab → the login it came with (--auth), whose sessions it records
         self._rules: dict[str, TabRules] = {}  # each tab's watch rules, kept across its runs
+        self._starting: set[str] = set()  # tabs between a Start's claim on the caps and their running viewer
+        # With several logins one of them may hold half the app (rounded up), so no visitor can take all of it.
+        cap = settings.max_sessions
+        self.login_cap = -(-cap // 2) if len(settings.logins()) > 1 else cap
+        self._closed = threading.Event()
         self._lock = threading.Lock()
 
     def note_login(self, key: str, username: str | None) -> None:
@@ -184,15 +189,19 @@ class SessionManager:
         with self._lock:
             return self._logins.get(key)
 
+    def _default_prefs(self) -> VoicePrefs:
+        """A tab's speech choices before it changes them: the run's ``--tts`` pick, ``--tts-voice`` and ``--mute``."""
+        return VoicePrefs(self.speech.default, self.settings.tts_voice, self.settings.mute)
+
     def voice_prefs(self, key: str) -> VoicePrefs:
         """This tab's speech choices (the run's defaults until the tab changes them)."""
         with self._lock:
-            return self._voices.get(key) or VoicePrefs(self.speech.default, self.settings.tts_voice)
+            return self._voices.get(key) or self._default_prefs()
 
     def _keep_prefs(self, key: str) -> VoicePrefs:
         """This tab's speech choices, kept so that changes to them last across restarts."""
         with self._lock:
-            return self._voices.setdefault(key, VoicePrefs(self.speech.default, self.settings.tts_voice))
+            return self._voices.setdefault(key, self._default_prefs())
 
     def speech_options(self, key: str) -> SpeechOptions | None:
         prefs = self.voice_prefs(key)
@@ -234,28 +243,56 @@ class SessionManager:
             return next((t for t in self._tabs.values() if secrets.compare_digest(t.token, token)), None)
 
     def start(self, key: str, request: SourceRequest, profile: str, preset: str) -> Viewer:
-        """Start (or restart) this tab's pipeline as a new run of its channel. Bad input raises
-        OnlookerError, and the old run is stopped all the same (the page has already left it)."""
+        """Start (or restart) this tab's pipeline as a new run of its channel. Bad input, or a Start past
+        the caps (``--max-sessions``), raises OnlookerError, and the old run is stopped all the same (the page
+        has already left it)."""
         self.stop(key)
         channel = self.tab(key)
         run = channel.begin_run(request.mode, source_label(request))
-        chosen = pick(profile, self.profiles, "profile", "profile")
-        source = make_source(request, self.guard, self.settings.rtsp_transport, self.limits)
-        rules = self.rules(key)
-        settings, speech = rules.settings_for(self.settings, chosen), self.speech_options(key)
-        shown = functools.partial(self.show_rules, key)  # a rule's alert went on or off: the box says so
-        viewer = Viewer(channel, run, self.choice, chosen, self.presets, preset, settings, speech, shown)
-        if viewer.session.watch is not None:
-            rules.hand_over(viewer.session.watch)
-        if (recorder := viewer.session.consumer(Recorder)) is not None:
-            recorder.owner = self.login(key)
-        viewer.sync = self._sync.get(key, self.settings.live_sync)
-        if viewer.session.speaker is not None:
-            viewer.session.speaker.set_muted(self.voice_prefs(key).muted)
-        with self._lock:
-            self._viewers[key] = viewer
+        self._claim(key)
+        try:
+            chosen = pick(profile, self.profiles, "profile", "profile")
+            source = make_source(request, self.guard, self.settings.rtsp_transport, self.limits)
+            rules = self.rules(key)
+            settings, speech = rules.settings_for(self.settings, chosen), self.speech_options(key)
+            shown = functools.partial(self.show_rules, key)  # a rule's alert went on or off: the box says so
+            viewer = Viewer(channel, run, self.choice, chosen, self.presets, preset, settings, speech, shown)
+            if viewer.session.watch is not None:
+                rules.hand_over(viewer.session.watch)
+            if (recorder := viewer.session.consumer(Recorder)) is not None:
+                recorder.owner = self.login(key)
+            viewer.sync = self._sync.get(key, self.settings.live_sync)
+            if viewer.session.speaker is not None:
+                viewer.session.speaker.set_muted(self.voice_prefs(key).muted)
+            with self._lock:
+                self._viewers[key] = viewer
+        finally:
+            with self._lock:
+                self._starting.discard(key)
         viewer.start(source)
         return viewer
+
+    def _claim(self, key: str) -> None:
+        """Count this tab's Start against the caps until its viewer runs or the Start fails, or refuse it: the
+        app runs ``--max-sessions`` at most, and one login ``login_cap``. Checked and counted under one lock, so
+        Starts at the same moment cannot pass the cap together. A tab replacing its own session never counts
+        twice (it was stopped first). Without a login, visitors cannot be told apart: only the app's cap holds."""
+        limit = self.settings.max_sessions
+        with self._lock:
+            login = self._logins.get(key)
+            owners = [self._logins.get(k) for k in (*self._viewers, *self._starting) if k != key]
+            if len(owners) >= limit:
+                raise OnlookerError(
+                    f"This app is already running {len(owners)} sessions, its limit (--max-sessions {limit}): "
+                    "stop one, or try again later."
+                )
+            mine = owners.count(login) if login is not None else 0
+            if mine >= self.login_cap:
+                raise OnlookerError(
+                    f"Your login already runs {mine} sessions, the most one login may run here (half of "
+                    f"--max-sessions {limit}): stop one of them, or try again later."
+                )
+            self._starting.add(key)
 
     def rules(self, key: str) -> TabRules:
         """This tab's watch rules (made on first use, from ``--watch``)."""
@@ -294,6 +331,7 @@ class SessionManager:
         self.stop(key)
         with self._lock:
             self._tabs.pop(key, None)
+            self._logins.pop(key, None)
         self._sync.pop(key, None)
         self._voices.pop(key, None)
         self._rules.pop(key, None)
@@ -328,12 +366,35 @@ class SessionManager:
         viewer.session.commentator.add_instruction(text)
         return True
 
-    def close_all(self) -> None:
-        """Stop every tab's pipeline and release the speech engines (app shutdown)."""
+    def reap(self, now: float | None = None) -> list[str]:
+        """Forget the tabs no page opened (``TabChannel.unopened``), and their sessions: a client that calls
+        Start through the API without a page would otherwise hold a session, and its threads, until the app
+        stops. (A tab whose page went away goes after ``RECONNECT_GRACE``: ``webui.channel.serve_tab``.)"""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            gone = [key for key, tab in self._tabs.items() if tab.unopened(now)]
+        for key in gone:
+            log.info("tab %s: no page opened its channel; its session is stopped", key[:8])
+            self.forget(key)
+        return gone
+
+    def reap_forever(self, every: float = 1.0) -> None:
+        """The app's reaper thread: ``reap`` every ``every`` seconds until ``close_all``."""
+        while not self._closed.wait(every):
+            self.reap()
+
+    def stop_all(self) -> None:
+        """Stop every tab's pipeline as its Stop button does (the recordings finished): on SIGTERM, while the
+        server still runs, so each page hears that its session stopped."""
         with self._lock:
             keys = list(self._viewers)
         for key in keys:
             self.stop(key)
+
+    def close_all(self) -> None:
+        """Stop every tab's pipeline and release the speech engines (app shutdown)."""
+        self._closed.set()
+        self.stop_all()
         self.speech.close()
 
     def tab_count(self) -> int:

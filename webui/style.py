@@ -37,6 +37,7 @@ CSS = """
 .transcript { max-height: 360px; overflow-y: auto; padding-left: 1.4em; margin: 0; }
 .transcript .clock { font-family: ui-monospace, monospace; font-size: 0.8em; opacity: 0.6; margin-right: 6px; }
 #stop:disabled { opacity: 0.45; cursor: not-allowed; }
+#save-default { white-space: nowrap; }
 .chat-pane .alert-msg { align-self: stretch; max-width: none; background: rgba(229,72,77,0.09);
                         border: 1px solid rgba(229,72,77,0.4); border-left: 4px solid #e5484d; }
 .chat-pane .alert-msg[data-state="cleared"] { background: rgba(232,163,23,0.06); border-color: rgba(232,163,23,0.35);

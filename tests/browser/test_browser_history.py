@@ -154,7 +154,9 @@ def test_on_a_shared_app_each_login_sees_only_its_own_sessions(
         page.locator("#start").click()
         expect_commentary(page, 1)
         page.locator("#stop").click()
-        wait_health(url, 0)  # the stopped session is over (its recording finished) before the History is read
+        # The stopped session is over (its recording finished) before the History is read; the health route's
+        # details need the login.
+        wait_health(url, 0, cookie="; ".join(f"{c['name']}={c['value']}" for c in ann.cookies()))
         page.get_by_role("tab", name="History").click()
         expect(rows(page, "history-sessions")).to_have_count(1, timeout=15_000)
         assert read_meta(next(p for p in root.iterdir() if p.is_dir())).owner == "ann"

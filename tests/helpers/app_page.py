@@ -30,15 +30,16 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 REFRESH_DOCS = bool(os.environ.get("ONLOOKER_DOCS_SCREENSHOTS"))
 
 
-def health(url: str) -> dict:
-    return httpx.get(f"{url}/onlooker/health", timeout=10, trust_env=False).json()
+def health(url: str, cookie: str = "") -> dict:
+    """The health route's details; behind ``--auth`` they need a login's ``cookie`` header."""
+    return httpx.get(f"{url}/onlooker/health", headers={"Cookie": cookie}, timeout=10, trust_env=False).json()
 
 
-def wait_health(url: str, sessions: int, tabs: int | None = None, timeout: float = 15.0) -> float:
+def wait_health(url: str, sessions: int, tabs: int | None = None, timeout: float = 15.0, cookie: str = "") -> float:
     """Poll the health route until it shows ``sessions`` (and, for 0, no pipeline thread); seconds taken."""
     started = time.monotonic()
     while True:
-        state = health(url)
+        state = health(url, cookie)
         if (
             state["sessions"] == sessions
             and (sessions or state["threads"] == [])
