@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.browser import AppServer, chromium_available
+from tests.helpers.browser import AppServer, browser_test_marks
 from tests.helpers.media import Segment, write_video
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -25,13 +25,7 @@ from tests.helpers.app_page import (  # noqa: E402  (after the skip: the helpers
     wait_health,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not chromium_available(),
-        reason="/usr/bin/chromium is missing (install the Debian package 'chromium': scripts/setup.sh --dev)",
-    ),
-]
+pytestmark = browser_test_marks()
 
 TALL = {"width": 1280, "height": 1240}  # the picture, the chat and the rules box in one screenshot
 

@@ -33,7 +33,7 @@ import pytest
 from pipeline.recording.folder import read_meta
 from tests.helpers.browser import (
     AppServer,
-    chromium_available,
+    browser_test_marks,
     screenshot,
     textbox,
 )
@@ -69,13 +69,7 @@ from tests.helpers.app_page import (  # noqa: E402  (after the skip: the helpers
     wait_health,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not chromium_available(),
-        reason="/usr/bin/chromium is missing (install the Debian package 'chromium': scripts/setup.sh --dev)",
-    ),
-]
+pytestmark = browser_test_marks()
 
 GRACE = 3.0  # webui.channel.RECONNECT_GRACE
 VOICED = 0.01  # RMS of a rendered 10 ms block above which something is heard (espeak speech is ~0.1)

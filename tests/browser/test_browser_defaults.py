@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from tests.helpers.browser import ROOT, AppServer, chromium_available, offline_guard
+from tests.helpers.browser import ROOT, AppServer, browser_test_marks, offline_guard
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -22,13 +22,7 @@ from tests.helpers.app_page import VIEWPORT, add_rule, pick_mode, rule_row  # no
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not chromium_available(),
-        reason="/usr/bin/chromium is missing (install the Debian package 'chromium': scripts/setup.sh --dev)",
-    ),
-]
+pytestmark = browser_test_marks()
 
 CAMERA = "rtsp://admin:hunter2@127.0.0.1:8554/cam"
 

@@ -16,7 +16,7 @@ import pysubs2
 import pytest
 
 from pipeline.recording.folder import read_meta
-from tests.helpers.browser import AppServer, chromium_available, launch_browser, textbox
+from tests.helpers.browser import AppServer, browser_test_marks, launch_browser, textbox
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -26,10 +26,7 @@ expect = sync_api.expect
 
 from tests.helpers.app_page import VIEWPORT, doc_screenshot, expect_commentary, upload, wait_health  # noqa: E402
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (scripts/setup.sh --dev)"),
-]
+pytestmark = browser_test_marks()
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import psutil
+import pytest
 
 from tests.helpers.media import Segment, write_video
 
@@ -85,6 +86,17 @@ CHROMIUM_ARGS = [
 def chromium_available() -> bool:
     """True when the system Chromium is installed (tests skip otherwise)."""
     return CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)
+
+
+def browser_test_marks() -> list[pytest.MarkDecorator]:
+    """A browser test module's ``pytestmark``: marked ``browser``, skipped with the way out without Chromium."""
+    return [
+        pytest.mark.browser,
+        pytest.mark.skipif(
+            not chromium_available(),
+            reason="/usr/bin/chromium is missing (install the Debian package 'chromium': scripts/setup.sh --dev)",
+        ),
+    ]
 
 
 def make_fake_camera_clip(path: Path, seconds: float = 6, size: tuple[int, int] = (640, 360), fps: int = 15) -> Path:
