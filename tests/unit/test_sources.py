@@ -41,9 +41,11 @@ def test_file_plays_all_frames_in_order_then_ends(short_video):
     assert len(got.frames) + source.stats.dropped_late == 30 and len(got.frames) >= 20
     times = [f.media_time for f in got.frames]
     assert times[0] == 0.0 and all(b > a for a, b in itertools.pairwise(times))
-    # paced: no frame is handed on before its moment on the (4x faster) playback clock
+    # paced: no frame is handed on before its moment on the (4x faster) playback clock. The clock starts when
+    # frame 0 is due; its stamp comes after its conversion to RGB, which a loaded machine can delay by tens of ms
+    # (later frames then look early by as much): 50 ms of slack still fails an unpaced file by ~430 ms.
     start = got.frames[0].wall_time
-    assert all(f.wall_time - start >= f.media_time / 4 - 0.005 for f in got.frames)
+    assert all(f.wall_time - start >= f.media_time / 4 - 0.05 for f in got.frames)
     assert got.frames[0].image.shape == (180, 320, 3) and got.frames[0].image.dtype == np.uint8
 
 
