@@ -69,7 +69,9 @@ def open_tab(chromium: Browser, app: AppServer) -> Iterator[Callable[..., Page]]
             page = context.new_page()
             watched.append(guards.enter_context(offline_guard(page)))
             page.goto(app.url)
-            expect(page.locator("#start")).to_be_visible(timeout=20_000)
+            # the page's first load fetches Gradio's config and scripts: seconds alone, and it once took over 20 s
+            # with five test jobs on two cores (the wait ends as soon as the page is there)
+            expect(page.locator("#start")).to_be_visible(timeout=40_000)
             page.wait_for_function(
                 "() => window.onlooker && window.onlooker.ws && window.onlooker.ws.readyState === 1", timeout=20_000
             )
