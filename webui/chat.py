@@ -30,6 +30,7 @@ from pipeline.events import (
     SourceStatus,
     clock,
 )
+from pipeline.jpeg import encode_jpeg
 from webui.channel import TabChannel
 
 SNAPSHOT_SIDE = 640  # the chat shows the alert's snapshot this wide at most: a small message, a sharp bubble
@@ -56,9 +57,7 @@ def snapshot_url(jpeg: bytes) -> str:
     picture can never belong to another alert or run; shrunk to ``SNAPSHOT_SIDE`` (the watcher keeps 1280)."""
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is not None and max(image.shape[:2]) > SNAPSHOT_SIDE:
-        scale = SNAPSHOT_SIDE / max(image.shape[:2])
-        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+        jpeg = encode_jpeg(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), 85, SNAPSHOT_SIDE)
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 

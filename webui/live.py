@@ -16,26 +16,14 @@ from collections import deque
 from collections.abc import Callable
 
 import cv2
-import numpy as np
 
 from pipeline.hub import FrameHub
+from pipeline.jpeg import encode_jpeg
 
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 5.0  # seconds of JPEGs kept for sync; more would hide a slow model behind a stale picture
 EMA_WEIGHT = 0.3
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 80, max_side: int = 1280) -> bytes:
-    """RGB → JPEG bytes, downscaled so a 4K source does not flood the browser."""
-    height, width = image.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    if scale < 1.0:
-        image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
 
 
 class LiveView:

@@ -32,6 +32,7 @@ from pipeline.backends.base import Backend, Capabilities, CommentRequest
 from pipeline.backends.worker import stream_generation
 from pipeline.errors import BackendError, ConfigError
 from pipeline.frames import Frame
+from pipeline.jpeg import encode_jpeg
 from pipeline.sources.urls import mask_url
 
 if TYPE_CHECKING:
@@ -61,14 +62,11 @@ def response_format(form: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def encode_frame(image: np.ndarray, max_side: int, quality: int) -> str:
     """An RGB frame as a ``data:image/jpeg;base64,...`` URL, its longest side at most ``max_side``."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale < 1:
-        image = cv2.resize(image, (max(round(width * scale), 1), max(round(height * scale), 1)), cv2.INTER_AREA)
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise BackendError("could not encode a frame as JPEG")
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+    try:
+        jpeg = encode_jpeg(image, quality, max_side)
+    except ValueError:
+        raise BackendError("could not encode a frame as JPEG") from None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def encode_clip(frames: list[Frame], max_side: int) -> str:

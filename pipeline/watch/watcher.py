@@ -12,13 +12,12 @@ is one error event ("alerts stopped") while commentary goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-
-import cv2
 
 from pipeline.backends.base import Backend, CommentRequest
 from pipeline.config import Tuning
@@ -26,6 +25,7 @@ from pipeline.errors import BackendError
 from pipeline.events import Alert, AlertClip, AlertState, Bus, ErrorEvent, RuleCheck
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
+from pipeline.jpeg import encode_jpeg
 from pipeline.scheduler import Scheduler
 from pipeline.watch.clips import ClipRing, encode_clip
 from pipeline.watch.desk import WatchDesk
@@ -39,16 +39,6 @@ CHECK_GAP = 1.0  # media seconds between checks while the picture keeps changing
 CHECK_FRAMES = 4  # newest frames a check looks at (fewer when the backend takes fewer)
 SNAPSHOT_SIDE = 1280
 SNAPSHOT_QUALITY = 85
-
-
-def snapshot_jpeg(frame: Frame) -> bytes:
-    """The frame that confirmed an alert, as a JPEG no larger than ``SNAPSHOT_SIDE``."""
-    image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-    scale = SNAPSHOT_SIDE / max(image.shape[:2])
-    if scale < 1:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
-    return data.tobytes() if ok else b""
 
 
 class Watcher:
@@ -233,7 +223,8 @@ class Watcher:
         alert_id = self._alert_ids.get(rule.name, "")
         jpeg, snapshot, clip = b"", "", ""
         if state == "started":
-            jpeg = snapshot_jpeg(frame)
+            with contextlib.suppress(ValueError):  # no picture is better than no alert
+                jpeg = encode_jpeg(frame.image, SNAPSHOT_QUALITY, SNAPSHOT_SIDE)
             if self.desk.options.keeps_files:
                 snapshot = f"alerts/{alert_id}.jpg"
                 clip = f"alerts/{alert_id}.mp4" if self.clips.seconds > 0 else ""
