@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from pipeline.events import (
     CameraTag,
     CommentaryFinished,
     DeliveryStatus,
-    Event,
-    EventBus,
     RuleCheck,
 )
 from tests.helpers.mjpeg_server import free_port
 from tests.helpers.mosquitto import Mosquitto, Received, Subscriber, missing_mosquitto_reason
+from tests.helpers.webhook_receiver import DeliveryRun
 
 needs_broker = pytest.mark.skipif(missing_mosquitto_reason() is not None, reason=missing_mosquitto_reason() or "")
 needs_logins = pytest.mark.skipif(
@@ -87,35 +85,17 @@ def camera_started() -> CameraStarted:
     )
 
 
-class Run:
-    """A delivery on a real bus, started as a session starts it; its ``DeliveryStatus`` events are kept."""
+class Run(DeliveryRun):
+    """The delivery on a real bus (``DeliveryRun``), waiting longer for a status (a broker restarts), and ending
+    with paho's thread gone."""
 
-    def __init__(self, delivery: MqttDelivery) -> None:
-        self.bus = EventBus()
-        self.delivery = delivery
-        self.statuses: list[DeliveryStatus] = []
-        self._sub = self.bus.subscribe("test-statuses", accepts=lambda e: isinstance(e, DeliveryStatus))
-        delivery.attach(self.bus)
-        delivery.start()
-
-    def publish(self, event: Event) -> None:
-        self.bus.publish(event)
-
-    def wait_status(self, accepts: Callable[[DeliveryStatus], bool], timeout: float = 15.0) -> DeliveryStatus:
-        deadline = time.monotonic() + timeout
-        while (found := next((s for s in self.statuses if accepts(s)), None)) is None:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no such delivery status within {timeout} s: {self.statuses}"
-            status = self._sub.get(timeout=remaining)
-            assert status is not None or not self._sub.closed, f"the bus closed; statuses so far: {self.statuses}"
-            if isinstance(status, DeliveryStatus):
-                self.statuses.append(status)
-        return found
+    def wait_status(self, check: Callable[[DeliveryStatus], bool], timeout: float = 15.0) -> DeliveryStatus:
+        return super().wait_status(check, timeout)
 
     def finish(self) -> None:
         """The session ends: the bus closes, the delivery drains and ends, and paho's thread is gone."""
-        self.bus.close()
-        assert self.delivery.join(10)
+        self.close()
+        assert isinstance(self.delivery, MqttDelivery)
         paho_thread = f"paho-mqtt-client-{self.delivery.client_id}"
         assert paho_thread not in {thread.name for thread in threading.enumerate()}
 
