@@ -147,7 +147,8 @@ def app_env() -> dict[str, str]:
 class AppServer:
     """Run the app (or any script taking ``--port N --host H``) as a subprocess on a free port.
 
-    Use as a context manager; it yields the base URL once ``GET /`` answers 200, and on exit
+    Use as a context manager; it yields the base URL once ``GET /`` answers 200 (and, for the app, once it has
+    printed its ``· ready:`` line: its own routes are added after Gradio starts serving), and on exit
     stops the process (terminate, then kill) and asserts it is gone. The process's stdout and
     stderr are captured; read them with :meth:`output` (also after it stopped). One use only.
 
@@ -164,6 +165,7 @@ class AppServer:
     ) -> None:
         self.port = free_port()
         self.base_cmd = list(cmd) if cmd is not None else [sys.executable, str(ROOT / "app.py")]
+        self.ready_line = "· ready: " if cmd is None else None
         self.args = [str(a) for a in args]
         self.start_timeout = start_timeout
         self.cwd = cwd
@@ -218,7 +220,7 @@ class AppServer:
                     raise RuntimeError(f"{self.command} exited with {code} before serving:\n{self.output()[1][-4000:]}")
                 try:
                     response = client.get(self.url + "/")
-                    if response.status_code == 200:
+                    if response.status_code == 200 and (self.ready_line is None or self.ready_line in self.output()[1]):
                         return
                     last_error = f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:
