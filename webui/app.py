@@ -28,6 +28,7 @@ from pipeline.recording.folder import default_record_dir
 from pipeline.recording.upkeep import tidy
 from pipeline.runconfig import load_run_config
 from pipeline.signals import on_stop
+from pipeline.sources.guard_proxy import drop_no_proxy
 from pipeline.space import detect_space, is_exposed, space_notes
 from webui import handlers
 from webui.channel import serve_tab
@@ -364,6 +365,8 @@ def launch(settings: Settings) -> int:
     for note in space_notes(space, bool(settings.auth)) if space else []:
         print(f"· {note}", file=sys.stderr, flush=True)
     exposed = is_exposed(settings)
+    if exposed and (note := drop_no_proxy()):
+        print(f"· {note}", file=sys.stderr, flush=True)
     if exposed and not settings.auth and space is None:
         print(
             "· WARNING: the app is reachable by others (--share or a non-loopback --host) and has no login; "

@@ -8,7 +8,8 @@ record cannot smuggle in a private one) must be public — no loopback, private 
 (cloud metadata at 169.254.169.254), carrier-grade NAT, multicast or reserved space — unless the
 owner allowed it with ``--allow-hosts`` (their own cameras). IPv6 spellings of such addresses (NAT64,
 6to4, IPv4-mapped, Teredo) count as what they embed (``addresses``). HTTP redirects are checked hop by
-hop; the segments and variants of an HLS playlist before FFmpeg opens it (``hls_guard``).
+hop; the segments and variants of an HLS playlist before FFmpeg opens it (``hls_guard``), and every
+request FFmpeg then makes as it plays, through a proxy of the app's own (``guard_proxy``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pipeline.sources.addresses import IPAddress, IPNetwork, refusal, within
 from pipeline.sources.urls import mask_url
 
 SHARED_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
-#: What FFmpeg may open for an http(s) URL on a shared app, and for what it lists: no file, data, udp or rtp (SDP).
-FFMPEG_PROTOCOLS = "http,https,tcp,tls,crypto"
+#: What FFmpeg may open for an http(s) URL on a shared app, and for what it lists: no file, data, udp or rtp (SDP);
+#: ``httpproxy`` is the CONNECT tunnel to the guard's proxy for https (``guard_proxy``).
+FFMPEG_PROTOCOLS = "http,https,tcp,tls,crypto,httpproxy"
 
 
 def is_loopback(host: str) -> bool:
@@ -54,8 +56,8 @@ def resolve_host(host: str) -> list[str]:
 
 
 def pin_host(url: str, address: IPAddress) -> str:
-    """``url`` with its host name replaced by ``address`` (credentials and port kept). For http:// the
-    name must then travel in the Host header (``ffmpeg_http_target``); https:// is not pinned (TLS)."""
+    """``url`` with its host name replaced by ``address`` (credentials and port kept): RTSP, RTMP and SRT,
+    whose one connection FFmpeg makes itself. FFmpeg's HTTP goes through ``guard_proxy``, which pins each."""
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
     host = f"[{address}]" if address.version == 6 else str(address)
@@ -151,23 +153,6 @@ class UrlGuard:
                 "--allow-hosts"
             )
         return addresses[0]
-
-
-def ffmpeg_http_target(url: str, guard: UrlGuard | None) -> tuple[str, dict[str, str]]:
-    """The URL and extra FFmpeg options for an http(s) stream on a shared app. FFmpeg may only use
-    ``FFMPEG_PROTOCOLS``, so nothing an HLS playlist or DASH manifest lists can be a file:// or data: URL.
-    http:// is opened at the checked address with the name in the Host header, so FFmpeg's own lookup
-    cannot be rebound; https:// keeps its name (TLS needs it for SNI). Where anything goes, nothing changes."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if guard is None or not guard.exposed or scheme not in ("http", "https") or not parts.hostname:
-        return url, {}
-    options = {"protocol_whitelist": FFMPEG_PROTOCOLS}
-    address = guard.address(parts.hostname, parts.port, mask_url(url)) if scheme == "http" else None
-    if address is None:
-        return url, options
-    host = parts.netloc.rpartition("@")[2]
-    return pin_host(url, address), options | {"headers": f"Host: {host}\r\n"}
 
 
 class GuardedNetwork(httpcore.SyncBackend):

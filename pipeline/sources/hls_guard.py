@@ -8,9 +8,10 @@ a typed URL. The text is read the way FFmpeg's HLS demuxer reads it (lines end a
 attribute values are bare or quoted with backslash escapes), and a URI that names a host must be a
 plain ``scheme://host/…`` URL, so a URI cannot mean one host to this check and another to FFmpeg.
 
-This is a check at open, repeated at each reconnect. FFmpeg re-reads a live playlist on its own, follows
-a segment's redirects, and may be answered differently from this check: none of that is caught here
-(docs/inputs.md). FFmpeg's protocol whitelist (``guard.FFMPEG_PROTOCOLS``) holds for all it opens.
+This is a check at open, repeated at each reconnect, so that a visitor hears the reason up front. FFmpeg
+re-reads a live playlist on its own, follows a segment's redirects, and may be answered differently from
+this check: what holds for all of that is the proxy every request of FFmpeg goes through (``guard_proxy``),
+and FFmpeg's protocol whitelist (``guard.FFMPEG_PROTOCOLS``).
 """
 
 from __future__ import annotations

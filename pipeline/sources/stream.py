@@ -6,10 +6,12 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from pipeline.errors import SourceError
 from pipeline.frames import Frame
 from pipeline.sources.base import Source
 from pipeline.sources.decode import DecodeStats, decode_frames, open_video
-from pipeline.sources.guard import UrlGuard, ffmpeg_http_target
+from pipeline.sources.guard import UrlGuard
+from pipeline.sources.guard_proxy import GuardProxy, ffmpeg_guarded
 from pipeline.sources.hls_guard import check_playlist
 from pipeline.sources.urls import mask_url
 
@@ -47,7 +49,7 @@ class StreamSource(Source):
         super().__init__(url, source_id or mask_url(url))
         self.timeout = timeout
         self.rtsp_transport = rtsp_transport
-        self.guard = guard  # a shared app's: http:// is opened at the address it checked, playlists are read first
+        self.guard = guard  # a shared app's: playlists are read first, then FFmpeg's HTTP goes through its proxy
         self.stats = DecodeStats()
 
     @property
@@ -55,16 +57,29 @@ class StreamSource(Source):
         return mask_url(self.uri)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        check_playlist(self.uri, self.guard, self.timeout, stop)  # at each (re)connect: a live playlist changes
+        check_playlist(self.uri, self.guard, self.timeout, stop)  # at each (re)connect: a clear reason up front
         if stop.is_set():
             return
-        target, shared = ffmpeg_http_target(self.uri, self.guard)
-        options = ffmpeg_options(self.uri, self.rtsp_transport) | shared
-        container = open_video(target, self.display_name, options, timeout=self.timeout)
+        proxy = ffmpeg_guarded(self.uri, self.guard, self.timeout)
+        if proxy is None:
+            yield from self._decode(stop, None)
+            return
+        with proxy:
+            yield from self._decode(stop, proxy)
+
+    def _decode(self, stop: threading.Event, proxy: GuardProxy | None) -> Iterator[Frame]:
+        """Open and decode; a request the proxy refused ends it with the guard's reason, not FFmpeg's 403."""
+        options = ffmpeg_options(self.uri, self.rtsp_transport) | (proxy.ffmpeg_options if proxy else {})
+        try:
+            container = open_video(self.uri, self.display_name, options, timeout=self.timeout)
+        except SourceError:
+            if proxy is not None:
+                proxy.check()
+            raise
         scheme = urlsplit(self.uri).scheme.lower()
         self.live = scheme in LIVE_SCHEMES or container.duration is None
         try:
-            yield from decode_frames(
+            frames = decode_frames(
                 container,
                 stop,
                 self.source_id,
@@ -74,5 +89,15 @@ class StreamSource(Source):
                 read_timeout=self.timeout,
                 on_packet=(lambda packet, t: self.keep("packet", packet, t)) if self.video_tap else None,
             )
+            for frame in frames:
+                if proxy is not None:
+                    proxy.check()
+                yield frame
+            if proxy is not None:
+                proxy.check()
+        except SourceError:
+            if proxy is not None:
+                proxy.check()
+            raise
         finally:
             container.close()

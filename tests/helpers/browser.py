@@ -153,7 +153,7 @@ class AppServer:
     stderr are captured; read them with :meth:`output` (also after it stopped). One use only.
 
     ``cmd`` is the command before the port and host flags; it defaults to ``python app.py``.
-    ``args`` come after them.
+    ``args`` come after them; ``env`` is added to ``app_env()``.
     """
 
     def __init__(
@@ -162,6 +162,7 @@ class AppServer:
         cmd: Sequence[str] | None = None,
         start_timeout: float = 90.0,
         cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.base_cmd = list(cmd) if cmd is not None else [sys.executable, str(ROOT / "app.py")]
@@ -169,6 +170,7 @@ class AppServer:
         self.args = [str(a) for a in args]
         self.start_timeout = start_timeout
         self.cwd = cwd
+        self.env = app_env() | (env or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         # Files, not pipes: a pipe nobody reads fills up and blocks the server. Closed (after a
@@ -197,7 +199,7 @@ class AppServer:
 
     def __enter__(self) -> str:
         self.proc = subprocess.Popen(
-            self.command, cwd=self.cwd, env=app_env(), stdout=self._logs[0], stderr=self._logs[1]
+            self.command, cwd=self.cwd, env=self.env, stdout=self._logs[0], stderr=self._logs[1]
         )
         try:
             self._wait_ready()

@@ -1,18 +1,16 @@
-"""HLS on a shared app, against real HTTP servers on loopback: what a playlist lists is checked like a typed
-URL before FFmpeg fetches any of it. The playlist's server stands for the owner's camera (allowed with
-``--allow-hosts 127.0.0.1:PORT``); a second server, on another port of loopback, for a host visitors may
-not reach. It serves the same segments and records every request, so a test sees that nothing was fetched
-from it. How a playlist is read: ``tests/unit/test_url_guard.py``.
+"""HLS on a shared app, against real HTTP servers on loopback: what a playlist lists is checked like a
+typed URL before FFmpeg fetches any of it, and every request FFmpeg makes as it plays goes through the guard's
+proxy (a server that answers FFmpeg otherwise than the check, a live playlist that turns, a redirect). The
+playlist's server stands for the owner's camera (allowed with ``--allow-hosts 127.0.0.1:PORT``); a second
+server, on another port of loopback, for a host visitors may not reach. It serves the same segments and
+records every request, so a test sees that nothing was fetched from it. How a playlist is read:
+``tests/unit/test_url_guard.py``; the proxy on its own: ``tests/integration/test_guard_proxy.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,36 +20,10 @@ import pytest
 from pipeline.sources.guard import UrlGuard
 from pipeline.sources.resolve import open_source
 from tests.helpers.collector import Collector
+from tests.helpers.static_server import Served, serving
 from tests.helpers.stream_servers import ffmpeg_live_hls
 
 REFUSED = "that a shared app does not open"
-
-
-class _Recording(http.server.SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def do_GET(self) -> None:
-        self.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serving(folder: Path) -> Iterator[tuple[str, list[str]]]:
-    """A static HTTP server on 127.0.0.1 for ``folder``; yields its base URL and the paths asked for."""
-    requests: list[str] = []
-    handler = type("Handler", (_Recording,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass
@@ -60,6 +32,7 @@ class Hosts:
     folder: Path  # what the camera serves
     far: str  # another host (port): refused unless allowed too
     far_requests: list[str]
+    camera_server: Served  # how the camera answers FFmpeg alone
 
     def guard(self, *also: str) -> UrlGuard:
         return UrlGuard.build(True, ",".join([self.camera.removeprefix("http://"), *also]))
@@ -84,8 +57,8 @@ def hosts(segments: Path, tmp_path: Path) -> Iterator[Hosts]:
     camera_folder, far_folder = tmp_path / "camera", tmp_path / "far"
     shutil.copytree(segments, camera_folder)
     shutil.copytree(segments, far_folder)
-    with serving(camera_folder) as (camera, _), serving(far_folder) as (far, far_requests):
-        yield Hosts(camera, camera_folder, far, far_requests)
+    with serving(camera_folder) as camera, serving(far_folder) as far:
+        yield Hosts(camera.url, camera_folder, far.url, far.requests, camera)
 
 
 def media(*uris: str, head: str = "") -> str:
@@ -160,3 +133,51 @@ def test_a_live_playlist_on_the_allowed_camera_plays_through_its_refreshes(
     finally:
         server.close()
     assert len(got.frames) >= 60 and got.states[-1][0] != "failed", got.states
+
+
+LED_AWAY = "FFmpeg was led to a host a shared app does not open"
+
+
+def test_a_playlist_served_to_ffmpeg_alone_cannot_make_it_fetch_a_refused_host(hosts: Hosts) -> None:
+    """The check at open reads a clean playlist; FFmpeg (``Lavf``) is handed one with a far segment. Its
+    request for it goes through the guard's proxy, which refuses it: the far host is never asked."""
+    (hosts.folder / "two-faced.m3u8").write_text(media("index0.ts", "index1.ts"))
+    hosts.camera_server.for_ffmpeg["/two-faced.m3u8"] = lambda body, _: body.replace(
+        b"index1.ts", f"{hosts.far}/index1.ts".encode()
+    )
+    got = Collector().run(open_source(f"{hosts.camera}/two-faced.m3u8", timeout=5, guard=hosts.guard()), 40)
+    state, detail = got.states[-1]
+    assert state == "failed" and LED_AWAY in detail and "127.0.0.1" in detail, got.states
+    assert hosts.far_requests == [] and hosts.camera_server.ffmpeg_asked["/two-faced.m3u8"] >= 1
+
+
+def test_a_live_playlist_that_turns_to_a_refused_host_is_stopped_there(
+    short_video: Path, tmp_path: Path, hosts: Hosts
+) -> None:
+    """FFmpeg re-reads a live playlist by itself; from its third reading on, the camera lists the far host.
+    The frames before play; the far host is never asked; the source says why it reconnects."""
+
+    def turned(body: bytes, reading: int) -> bytes:
+        lines = body.decode().splitlines()
+        last = max(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+        lines[last] = f"{hosts.far}/index0.ts"
+        return "\n".join(lines).encode() + b"\n" if reading >= 3 else body
+
+    hosts.camera_server.for_ffmpeg["/live.m3u8"] = turned
+    server = ffmpeg_live_hls(short_video, hosts.folder, tmp_path / "ffmpeg.log")
+    server.start()
+    try:
+        source = open_source(f"{hosts.camera}/live.m3u8", timeout=5, guard=hosts.guard())
+        got = Collector(until="reconnecting").run(source, 40)
+    finally:
+        server.close()
+    assert got.states[-2][0] == "reconnecting" and LED_AWAY in got.states[-2][1], got.states  # then: stopped
+    assert got.frames and hosts.far_requests == [] and hosts.camera_server.ffmpeg_asked["/live.m3u8"] >= 3
+
+
+def test_a_segment_that_redirects_ffmpeg_to_a_refused_host_is_not_followed(hosts: Hosts) -> None:
+    hosts.camera_server.redirect_ffmpeg["/index1.ts"] = f"{hosts.far}/index1.ts"
+    got = hosts.play("redirected.m3u8", media("index0.ts", "index1.ts"))
+    state, detail = got.states[-1]
+    assert state == "failed" and LED_AWAY in detail, got.states
+    assert hosts.far_requests == [] and hosts.camera_server.ffmpeg_asked["/index1.ts"] == 1

@@ -16,7 +16,8 @@ import av.error
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.sources.guard import UrlGuard, ffmpeg_http_target
+from pipeline.sources.guard import UrlGuard
+from pipeline.sources.guard_proxy import ffmpeg_guarded
 from pipeline.sources.mjpeg import MjpegSource
 from pipeline.sources.resolve import open_source, resolve_page, sniff_http
 from tests.helpers.mjpeg_server import MjpegTestServer, free_port
@@ -101,20 +102,20 @@ def test_a_playlist_served_to_ffmpeg_alone_still_cannot_make_it_read_local_files
 
 
 def test_ffmpeg_speaks_only_http_for_a_shared_app(http_dir) -> None:
-    """Only http, https, tcp, tls and crypto: an SDP file served over HTTP, which FFmpeg would otherwise
-    open by binding RTP/UDP ports, is refused at once."""
+    """Only http, https, tcp, tls, crypto and the proxy's tunnel: an SDP file served over HTTP, which FFmpeg
+    would otherwise open by binding RTP/UDP ports, is refused at once."""
     base, root = http_dir
     (root / "cam.sdp").write_text(
         f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=cam\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {free_port()} RTP/AVP 96\n"
         "a=rtpmap:96 H264/90000\n"
     )
     url = f"{base}/cam.sdp"
-    target, options = ffmpeg_http_target(url, UrlGuard.build(True, "127.0.0.1"))
-    assert options["protocol_whitelist"] == "http,https,tcp,tls,crypto"
+    proxy = ffmpeg_guarded(url, UrlGuard.build(True, "127.0.0.1"), timeout=5)
+    assert proxy is not None and proxy.ffmpeg_options["protocol_whitelist"] == "http,https,tcp,tls,crypto,httpproxy"
     with av.open(url, timeout=2) as local:  # what a local app's FFmpeg does with it
         assert local.format.name == "sdp"
-    with pytest.raises(av.error.InvalidDataError):
-        av.open(target, options=options, timeout=2)
+    with proxy, pytest.raises(av.error.InvalidDataError):
+        av.open(url, options=proxy.ffmpeg_options, timeout=2)
 
 
 class CheckedAsPublic(UrlGuard):
@@ -145,7 +146,7 @@ def video_server(short_video, tmp_path) -> Iterator[tuple[MjpegTestServer, list[
 
 def test_http_streams_go_to_the_checked_address_with_their_name_in_the_host_header(video_server) -> None:
     """``cam.example.com`` resolves nowhere on this machine: the stream plays only because every
-    connection (httpx's sniff, FFmpeg's read) went to the checked address."""
+    connection (httpx's sniff, FFmpeg's read through the guard's proxy) went to the checked address."""
     server, hosts = video_server
     url = f"http://cam.example.com:{server.port}/clip.ts"
     source = open_source(url, timeout=5, guard=CheckedAsPublic(True))

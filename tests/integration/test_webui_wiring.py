@@ -119,7 +119,7 @@ def test_the_channel_follows_the_login():
 
 
 def test_auto_backend_falls_back_with_a_banner_and_exposed_without_login_warns():
-    server = AppServer(args=["--tts", "none", "--host", "0.0.0.0"])
+    server = AppServer(args=["--tts", "none", "--host", "0.0.0.0"], env={"no_proxy": "10.0.0.5"})
     with server as url:
         config = httpx.get(f"{url}/config", timeout=10).text
     assert "offline narrator" in config and "--model" in config
@@ -127,3 +127,4 @@ def test_auto_backend_falls_back_with_a_banner_and_exposed_without_login_warns()
     assert "WARNING: the app is reachable by others" in stderr and "--auth" in stderr
     assert "Onlooker is starting" in stderr and "· ready: http://" in stderr
     assert "share=True" not in stderr and "StarletteDeprecationWarning" not in stderr
+    assert "no_proxy (10.0.0.5) is ignored on a shared app" in stderr  # FFmpeg would go past the URL guard's proxy
