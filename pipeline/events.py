@@ -221,7 +221,8 @@ Answer = Literal["yes", "no", "none"]  # "none": the answer could not be read (n
 @dataclass(frozen=True, kw_only=True)
 class RuleCheck(Event):
     """One watch rule checked on the newest frames: the model's ``answer`` (yes, no, or none when it could not
-    be read), how sure and why, what prompted the check (motion, scene_cut, interval) and what it took (ms)."""
+    be read), how sure and why, what prompted the check (motion, scene_cut, interval) and what it took (ms).
+    ``text`` is the rule's words, so a consumer that meets a rule first here (added on the page) can name it."""
 
     type: ClassVar[str] = "watch_check"
     rule: str
@@ -230,6 +231,7 @@ class RuleCheck(Event):
     reason: str
     trigger: str
     ms: float
+    text: str = ""
 
 
 def _without(event: Event, *names: str) -> dict[str, Any]:

@@ -244,7 +244,7 @@ class MqttDelivery(Delivery):
         if isinstance(event, CommentaryFinished):
             return (self._learn(camera) + self._comment(camera, event)) if _kept(event) else []
         if isinstance(event, RuleCheck):
-            return self._learn(camera, event.rule, event.rule)  # named by its words once its first alert brings them
+            return self._learn(camera, event.rule, event.text or event.rule)  # a rule added on the page: met here first
         return self._learn(camera)
 
     def ready(self) -> bool:

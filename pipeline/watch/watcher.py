@@ -207,6 +207,7 @@ class Watcher:
                 reason=verdict.reason if verdict else problem,
                 trigger=trigger,
                 ms=round(seconds * 1000, 1),
+                text=rule.text,
             )
         )
         track = self.tracks.setdefault(rule.name, RuleTrack(rule))

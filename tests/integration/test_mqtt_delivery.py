@@ -339,17 +339,16 @@ def test_bad_broker_urls_are_config_errors() -> None:
 
 
 @needs_broker
-def test_a_rule_added_while_running_is_announced_at_its_first_check_and_named_by_its_first_alert(
+def test_a_rule_added_while_running_is_announced_with_its_words_at_its_first_check(
     broker: Mosquitto, watcher: Subscriber
 ) -> None:
     run = Run(MqttDelivery.from_settings(Settings(mqtt=broker.url())))  # no --watch: the page adds the rule
     run.publish(camera_started())
     config = "homeassistant/binary_sensor/onlooker_front-door/cat/config"
-    run.publish(
-        RuleCheck(t=3.0, camera=FRONT, rule="cat", answer="no", confidence=0.9, reason="", trigger="motion", ms=5.0)
-    )
-    assert json.loads(watcher.wait_topic(config).payload)["name"] == "Cat"
-    run.publish(alert("started", rule="cat", alert_id="c1", jpeg=small_jpeg()))
-    named = watcher.wait_for(lambda m: m.topic == config and b"happens" in m.payload)
-    assert json.loads(named[0].payload)["name"] == "Cat happens"
+    check = RuleCheck(
+        t=3.0, camera=FRONT, rule="cat", answer="no", confidence=0.9, reason="", trigger="motion", ms=5.0,
+        text="a cat on the sofa",
+    )  # fmt: skip
+    run.publish(check)
+    assert json.loads(watcher.wait_topic(config).payload)["name"] == "A cat on the sofa"
     run.finish()
