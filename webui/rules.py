@@ -40,6 +40,7 @@ class TabRules:
     def __init__(self, settings: Settings, judge: Callable[[str], str | None]) -> None:
         self.desk = WatchDesk([], settings.rule_defaults(), WatchOptions(), Cooldowns(), judge)
         self.note = ""  # why the last rule was refused, shown under the box until the next change
+        self._removed: set[str] = set()  # removed in this tab: a rule the profile brings stays out at the next Start
         self._lock = threading.Lock()
         for given in settings.watch:
             self.add(given)
@@ -48,10 +49,11 @@ class TabRules:
         """A rule from the box ("TEXT" or "NAME=TEXT"); False when refused, with the reason in ``note``."""
         with self._lock:
             try:
-                self.desk.add(given)
+                rule = self.desk.add(given)
             except ConfigError as exc:
                 self.note = refusal(exc)
                 return False
+            self._removed.discard(rule.name)
             self.note = ""
             return True
 
@@ -61,6 +63,7 @@ class TabRules:
             self.note = ""
             if action == "remove":
                 self.desk.remove(name)
+                self._removed.add(name)
             elif any(rule.name == name for rule, _ in self.desk.listing()):
                 self.desk.pause(name, action == "pause")
 
@@ -79,7 +82,8 @@ class TabRules:
 
     def hand_over(self, live: WatchDesk) -> None:
         """The new session's desk (built from ``settings_for``) becomes the one the box changes; a rule paused in
-        the box stays paused, and one added while the session was being built joins it."""
+        the box stays paused, one added while the session was being built joins it, and one of the profile's
+        that was removed in this tab stays removed (the profile's file keeps it for other tabs)."""
         with self._lock:
             present = {rule.name for rule, _ in live.listing()}
             refused = []
@@ -90,6 +94,8 @@ class TabRules:
                     live.pause(rule.name, paused)
                 except ConfigError as exc:  # more rules than a session takes
                     refused.append(refusal(exc))
+            for name in self._removed:
+                live.remove(name)
             self.desk, self.note = live, " ".join(refused)
 
     def html(self, alerts_on: Collection[str]) -> str:

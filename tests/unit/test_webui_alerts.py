@@ -162,3 +162,25 @@ def test_rules_go_to_the_session_at_start_and_changes_reach_it_while_it_runs(nar
         assert "cannot judge" in boxes[0] and 'data-rule="dark"' in boxes[-1] and 'data-rule="left"' not in boxes[-1]
     finally:
         manager.close_all()
+
+
+def test_a_rule_the_profile_brings_stays_removed_in_the_tab_until_added_again(narrator_settings, story_video):
+    profiles = load_profiles()
+    profiles["narrator"] = profiles["narrator"].model_copy(
+        update={"watch": [RuleEntry(name="door", text="a person at the door")]}
+    )
+    manager = SessionManager(narrator_settings, Choice(OpenCVNarrator(), "test"), load_presets(), profiles)
+    request = SourceRequest("Upload", str(story_video))
+    try:
+        first = manager.start("tab", request, "narrator", "balanced").session.watch
+        assert first is not None and [r.name for r, _ in first.listing()] == ["door", "left"]
+        handlers.rule_button(manager, "tab", {"do": "remove", "rule": "door"})
+        second = manager.start("tab", request, "narrator", "balanced").session.watch
+        assert second is not None and [r.name for r, _ in second.listing()] == ["left"]
+        other = manager.start("other-tab", request, "narrator", "balanced").session.watch
+        assert other is not None and "door" in [r.name for r, _ in other.listing()]  # the profile still has it
+        assert handlers.add_rule(manager, "tab", "door=a person at the door") == ""
+        third = manager.start("tab", request, "narrator", "balanced").session.watch
+        assert third is not None and "door" in [r.name for r, _ in third.listing()]
+    finally:
+        manager.close_all()
