@@ -6,7 +6,9 @@ should stay (a profile, a camera, watch rules) belong to the user, so the file i
 directory first and then in the user's config folder, and the web page can write it. It sits between the
 environment and ``.env``: flags > environment > settings file > ``.env`` > defaults
 (``Settings.settings_customise_sources``). Its keys are the flags' names with underscores; a key it does
-not know, or a bad value, is an error naming the file and the key, never silently ignored.
+not know, or a bad value, is an error naming the file and the key, never silently ignored. A relative path in
+a path setting (``record_dir: recordings``) is read from the file's folder, as Compose reads its files': the
+user's file is found whatever folder the app starts in, and must mean the same thing from each.
 
 Save as default writes only ``UI_KEYS``, so no secret (API keys, logins, the webhook's secret) can reach
 the file from the page, and a source URL loses its user name and password on the way.
@@ -20,6 +22,7 @@ import os
 import stat
 import sys
 import tempfile
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +102,18 @@ def read_settings_file(path: Path, settings_cls: type[BaseSettings]) -> dict[str
     except ValidationError as exc:
         lines = [f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
-    return data
+    return _anchored(data, path.absolute().parent, settings_cls)
+
+
+def _anchored(data: dict[str, Any], folder: Path, settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    """``data`` with each relative path of a path setting made absolute from ``folder`` (``~`` expanded).
+    ``source`` and ``model`` are strings (a URL, a hub id) and are left as written."""
+    anchored = dict(data)
+    for key, value in data.items():
+        field = settings_cls.model_fields[key]
+        if isinstance(value, str) and value and Path in (field.annotation, *typing.get_args(field.annotation)):
+            anchored[key] = str(folder / Path(value).expanduser())  # an absolute path stays itself
+    return anchored
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:

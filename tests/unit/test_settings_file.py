@@ -117,6 +117,17 @@ def test_list_values_from_the_file(home: Path):
     assert settings.notify == ["ntfy://a", "ntfy://b"]
 
 
+def test_relative_paths_in_the_file_are_read_from_its_folder(home: Path, tmp_path: Path):
+    """The user's file is found from any working directory: ``recordings`` means the folder beside it."""
+    path = user_file()
+    path.write_text(f"record_dir: recordings\nevents: ~/events.jsonl\nexport: {tmp_path}/out.mp4\nsource: clip.mp4\n")
+    settings = load_settings()
+    assert settings.record_dir == path.parent / "recordings"
+    assert settings.events == Path.home() / "events.jsonl" and settings.export == tmp_path / "out.mp4"
+    assert settings.source == "clip.mp4"  # a path, a URL or a device: as written, from the working directory
+    assert load_settings(record_dir=Path("here")).record_dir == Path("here")  # a flag's: from the working directory
+
+
 # --- errors -------------------------------------------------------------------------------------------------
 
 
