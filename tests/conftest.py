@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import importlib.util
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -60,6 +61,17 @@ def story_video(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def short_video(media_dir: Path) -> Path:
     return write_video(media_dir / "short.mp4", [Segment(1.0, 0), Segment(1.0, 1, moving=True)])
+
+
+@pytest.fixture(scope="session")
+def hls_vod(tmp_path_factory: pytest.TempPathFactory, short_video: Path) -> Path:
+    """The 2 s clip as VOD HLS (copy this folder before changing it): index.m3u8 and its 1 s segments
+    index0.ts, index1.ts."""
+    folder = tmp_path_factory.mktemp("hls")
+    cmd = ["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", "-hls_time", "1",
+           "-hls_playlist_type", "vod", str(folder / "index.m3u8")]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=60)
+    return folder
 
 
 @pytest.fixture(scope="session")

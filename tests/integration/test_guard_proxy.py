@@ -4,7 +4,6 @@ shared app's HLS on the hosts the guard allows: ``tests/integration/test_hls_seg
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,17 +26,8 @@ def allowing(url: str) -> UrlGuard:
 
 
 @pytest.fixture(scope="module")
-def hls(tmp_path_factory: pytest.TempPathFactory, short_video: Path) -> Path:
-    folder = tmp_path_factory.mktemp("hls")
-    cmd = ["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", "-hls_time", "1",
-           "-hls_playlist_type", "vod", str(folder / "index.m3u8")]  # fmt: skip
-    subprocess.run(cmd, check=True, timeout=60)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def https_camera(hls: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serving(hls, tls=self_signed(tmp_path_factory.mktemp("tls"))) as served:
+def https_camera(hls_vod: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(hls_vod, tls=self_signed(tmp_path_factory.mktemp("tls"))) as served:
         yield served
 
 
@@ -70,13 +60,13 @@ def test_ffmpeg_https_to_a_refused_host_never_reaches_it(https_camera: Served) -
     assert https_camera.requests == []
 
 
-def test_the_proxy_answers_what_it_does_not_pass(hls: Path) -> None:
+def test_the_proxy_answers_what_it_does_not_pass(hls_vod: Path) -> None:
     """httpx as a second client: a refused host gets 403 with the guard's reason, another method 405, and an
     allowed GET the file byte for byte, one request per connection."""
-    with serving(hls) as camera, GuardProxy(allowing(camera.url), timeout=5) as proxy:
+    with serving(hls_vod) as camera, GuardProxy(allowing(camera.url), timeout=5) as proxy:
         with httpx.Client(proxy=proxy.url, timeout=5) as client:
             got = client.get(f"{camera.url}/index0.ts")
-            assert got.status_code == 200 and got.content == (hls / "index0.ts").read_bytes()
+            assert got.status_code == 200 and got.content == (hls_vod / "index0.ts").read_bytes()
             assert got.headers["connection"] == "close"
             refused = client.get("http://127.0.0.2:9/secret")
             assert refused.status_code == 403 and "127.0.0.2" in refused.text and "loopback" in refused.text
@@ -85,7 +75,7 @@ def test_the_proxy_answers_what_it_does_not_pass(hls: Path) -> None:
         assert proxy.refused is not None and "127.0.0.2" in proxy.refused
 
 
-def test_closing_cuts_a_stream_it_relays_and_joins_its_threads(hls: Path) -> None:
+def test_closing_cuts_a_stream_it_relays_and_joins_its_threads(hls_vod: Path) -> None:
     """A camera that never stops sending: close() ends the relay, and no thread of the proxy is left."""
     sending = threading.Event()
 
@@ -106,12 +96,12 @@ def test_closing_cuts_a_stream_it_relays_and_joins_its_threads(hls: Path) -> Non
 
 
 def test_no_proxy_would_let_ffmpeg_past_the_proxy_so_a_shared_app_drops_it(
-    hls: Path, monkeypatch: pytest.MonkeyPatch
+    hls_vod: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FFmpeg reads ``no_proxy`` from the environment and connects directly to the hosts it names: the
     guard never sees them. ``drop_no_proxy`` (called by a shared app at start) removes it and says so."""
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    with serving(hls) as camera, GuardProxy(NOTHING_ALLOWED, timeout=5) as proxy:
+    with serving(hls_vod) as camera, GuardProxy(NOTHING_ALLOWED, timeout=5) as proxy:
         with av.open(f"{camera.url}/index.m3u8", options=proxy.ffmpeg_options, timeout=5):
             assert camera.requests[0] == "/index.m3u8" and proxy.refused is None  # straight past the guard
         asked = len(camera.requests)

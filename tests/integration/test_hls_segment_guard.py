@@ -10,7 +10,6 @@ records every request, so a test sees that nothing was fetched from it. How a pl
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +41,11 @@ class Hosts:
         return Collector().run(open_source(f"{self.camera}/{playlist}", timeout=5, guard=guard or self.guard()), 40)
 
 
-@pytest.fixture(scope="module")
-def segments(tmp_path_factory: pytest.TempPathFactory, short_video: Path) -> Path:
-    """The 2 s clip as VOD HLS: index.m3u8 and its 1 s segments index0.ts, index1.ts."""
-    folder = tmp_path_factory.mktemp("hls")
-    cmd = ["ffmpeg", "-loglevel", "error", "-i", str(short_video), "-c", "copy", "-hls_time", "1",
-           "-hls_playlist_type", "vod", str(folder / "index.m3u8")]  # fmt: skip
-    subprocess.run(cmd, check=True, timeout=60)
-    return folder
-
-
 @pytest.fixture
-def hosts(segments: Path, tmp_path: Path) -> Iterator[Hosts]:
+def hosts(hls_vod: Path, tmp_path: Path) -> Iterator[Hosts]:
     camera_folder, far_folder = tmp_path / "camera", tmp_path / "far"
-    shutil.copytree(segments, camera_folder)
-    shutil.copytree(segments, far_folder)
+    shutil.copytree(hls_vod, camera_folder)
+    shutil.copytree(hls_vod, far_folder)
     with serving(camera_folder) as camera, serving(far_folder) as far:
         yield Hosts(camera.url, camera_folder, far.url, far.requests, camera)
 
