@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
-from pipeline.settings_file import SettingsFileSource
+from pipeline.settings_file import SettingsFileSource, holding_file, shown_path
 from pipeline.watch.rules import RuleDefaults, split_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,9 +335,16 @@ class Settings(BaseSettings):
             (user, password) for user, password in (pair.split(":", 1) for pair in (self.auth or "").split(",") if pair)
         ]
 
+    def where(self, key: str) -> str:
+        """Where the user may have given ``key``, for a message about its value: the flag and the variable, and
+        the settings file when it holds the key (``--profile / ONLOOKER_PROFILE / profile in ~/…/onlooker.yaml``)."""
+        names = f"--{key.replace('_', '-')} / ONLOOKER_{key.upper()}"
+        path = holding_file(key, self.config)
+        return f"{names} / {key} in {shown_path(path)}" if path is not None else names
+
     def tuning(self, presets: PresetFile) -> Tuning:
         """The chosen preset with any explicit capture/window/stride/token overrides applied."""
-        base = pick(self.preset or presets.default, presets.presets, "preset", "--preset / ONLOOKER_PRESET")
+        base = pick(self.preset or presets.default, presets.presets, "preset", self.where("preset"))
         overrides = {
             k: v for k in ("capture_fps", "window", "stride", "max_tokens") if (v := getattr(self, k)) is not None
         }

@@ -64,6 +64,16 @@ def found_settings_file() -> Path | None:
     return None
 
 
+def holding_file(key: str, given: Path | None) -> Path | None:
+    """The settings file in use (``given``, else the one found), when it holds ``key``: where to point a user
+    whose value for ``key`` is refused after loading (an unknown profile), since it may have come from there."""
+    path = given or found_settings_file()
+    try:
+        return path if path is not None and key in _parse(path, path.read_text(encoding="utf-8")) else None
+    except (OSError, ConfigError):
+        return None
+
+
 def save_path(given: Path | None) -> Path:
     """Where Save as default writes: the ``--config`` file, else the file that was read, else the user's
     (never a new file in the working directory, which may be any folder the app happened to start in)."""

@@ -109,12 +109,10 @@ def backend_names() -> list[str]:
     return ["auto", *REGISTRY]
 
 
-def check_backend_name(name: str) -> None:
+def check_backend_name(name: str, where: str) -> None:
     """Fail early (before opening sources or loading models) on a backend name that does not exist."""
     if name.strip().lower() not in backend_names():
-        raise ConfigError(
-            f"--backend / ONLOOKER_BACKEND: unknown backend '{name}'; allowed: {', '.join(backend_names())}"
-        )
+        raise ConfigError(f"{where}: unknown backend '{name}'; allowed: {', '.join(backend_names())}")
 
 
 def _backend_class(name: str) -> type[Backend]:

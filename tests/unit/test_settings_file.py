@@ -18,6 +18,7 @@ from pipeline.backends.base import Choice
 from pipeline.config import load_presets, load_settings
 from pipeline.errors import ConfigError
 from pipeline.prompts import load_profiles
+from pipeline.runconfig import load_run_config
 from pipeline.settings_file import (
     FILE_NAME,
     UI_KEYS,
@@ -129,6 +130,20 @@ def test_relative_paths_in_the_file_are_read_from_its_folder(home: Path, tmp_pat
 
 
 # --- errors -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "what"), [("profile", "profile"), ("preset", "preset"), ("backend", "backend")])
+def test_a_name_refused_after_loading_points_at_the_file_that_holds_it(home: Path, key: str, what: str):
+    """An unknown profile is found only once the profiles are loaded, where the value's origin is not known:
+    the message names the file too when the file holds the key."""
+    path = user_file()
+    path.write_text(f"{key}: nosuch\n")
+    in_file = f"^--{key} / ONLOOKER_{key.upper()} / {key} in .*onlooker.yaml: unknown {what}"
+    with pytest.raises(ConfigError, match=in_file):
+        load_run_config(load_settings())
+    path.write_text("")
+    with pytest.raises(ConfigError, match=f"^--{key} / ONLOOKER_{key.upper()}: unknown {what}"):
+        load_run_config(load_settings(**{key: "nosuch"}))
 
 
 def test_an_unknown_key_names_the_file_and_the_key_and_lists_the_allowed_ones(home: Path):
