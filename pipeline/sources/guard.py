@@ -29,6 +29,8 @@ from pipeline.sources.addresses import IPAddress, IPNetwork, refusal, within
 from pipeline.sources.urls import mask_url
 
 SHARED_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt")
+#: the port a URL without one connects to, so ``--allow-hosts cam:80`` allows ``http://cam/`` (SRT has none)
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 #: What FFmpeg may open for an http(s) URL on a shared app, and for what it lists: no file, data, udp or rtp (SDP);
 #: ``httpproxy`` is the CONNECT tunnel to the guard's proxy for https (``guard_proxy``).
 FFMPEG_PROTOCOLS = "http,https,tcp,tls,crypto,httpproxy"
@@ -130,7 +132,7 @@ class UrlGuard:
         host = (parts.hostname or "").lower()
         if not host:
             raise SourceError(f"{where}: the URL has no host")
-        address = self.address(host, port, where)
+        address = self.address(host, port or DEFAULT_PORTS.get(scheme), where)
         return url if address is None or scheme.startswith("http") else pin_host(url.strip(), address)
 
     def address(self, host: str, port: int | None, where: str = "") -> IPAddress | None:

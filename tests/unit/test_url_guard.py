@@ -69,6 +69,9 @@ def guard(exposed: bool = True, allow: str = "") -> UrlGuard:
         ("rtsp://192.168.2.20/s", "192.168.1.0/24", PRIVATE),
         ("rtsp://10.0.0.5:554/s", "10.0.0.5:554", None),
         ("http://10.0.0.5:80/", "10.0.0.5:554", PRIVATE),  # allowed for its camera port only
+        ("http://10.0.0.5/", "10.0.0.5:80", None),  # the scheme's own port, unwritten
+        ("rtsp://10.0.0.5/s", "10.0.0.5:554", None),
+        ("https://10.0.0.5/", "10.0.0.5:80", PRIVATE),
     ],
 )
 def test_shared_app_rules(url: str, allow: str, refusal: str | None) -> None:
