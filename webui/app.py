@@ -333,6 +333,7 @@ def add_routes(demo: gr.Blocks, manager: SessionManager) -> None:
             lambda run, jpeg: manager.webcam_frame(channel.key, run, jpeg),
             lambda gone: manager.forget(gone.key),
             lambda asked: handlers.rule_button(manager, channel.key, asked),
+            manager.leaving,
         )
 
     def health(request: Request) -> Any:

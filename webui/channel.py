@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PICTURE, AUDIO, WEBCAM = 1, 2, 3  # first byte of a binary message
 STATUS_EVERY = 1.0  # seconds between status strips
 RECONNECT_GRACE = 3.0  # a tab that dropped its channel this long is gone (closed or reloaded)
+GRACE_POLL = 0.05  # how often the grace looks whether the app is stopping (a thread per wait would drain the pool)
 CONNECT_WAIT = 15.0  # a tab whose page has not opened its channel this long after it was made never will
 MAX_QUEUED = 4000  # messages kept for a tab that is not connected (about a minute of speech and chat)
 _AUDIO_HEADER = struct.Struct("<BIddIx")  # kind, run, plays_at (epoch s), media time, rate; pad: PCM at an even offset
@@ -158,9 +159,11 @@ async def serve_tab(
     on_webcam: Callable[[int, bytes], None],
     on_gone: Callable[[TabChannel], None],
     on_rule: Callable[[dict[str, Any]], None],
+    leaving: threading.Event,
 ) -> None:
     """Run one tab's WebSocket (already accepted) until it closes; then, unless the page reconnects
-    within ``RECONNECT_GRACE``, the tab is gone (``on_gone``: its pipeline is torn down).
+    within ``RECONNECT_GRACE``, the tab is gone (``on_gone``: its pipeline is torn down). Once the app is
+    ``leaving`` (SIGTERM) nobody waits for a reconnect: the server's close waits for this handler.
 
     ``socket`` is a Starlette WebSocket. The page may send ``{"type": "ping", "c": ms}`` (answered
     with the server clock, for its clock offset), binary webcam frames (``on_webcam``) and a watch rule's
@@ -217,6 +220,8 @@ async def serve_tab(
             log.warning("tab channel %s: reading from the page failed: %r", channel.key[:8], receiver.exception())
         receiver.cancel()
         channel.detach()
-    await asyncio.sleep(RECONNECT_GRACE)
+    grace_ends = loop.time() + RECONNECT_GRACE
+    while not leaving.is_set() and loop.time() < grace_ends:
+        await asyncio.sleep(GRACE_POLL)
     if not channel.connected:
         await asyncio.to_thread(on_gone, channel)

@@ -177,6 +177,7 @@ class SessionManager:
         cap = settings.max_sessions
         self.login_cap = -(-cap // 2) if len(settings.logins()) > 1 else cap
         self._closed = threading.Event()
+        self.leaving = threading.Event()  # set once the app stops: tab channels no longer wait for a reconnect
         self._lock = threading.Lock()
 
     def note_login(self, key: str, username: str | None) -> None:
@@ -386,6 +387,7 @@ class SessionManager:
     def stop_all(self) -> None:
         """Stop every tab's pipeline as its Stop button does (the recordings finished): on SIGTERM, while the
         server still runs, so each page hears that its session stopped."""
+        self.leaving.set()
         with self._lock:
             keys = list(self._viewers)
         for key in keys:
