@@ -96,7 +96,7 @@ class GuardProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._guarded, args=(self._accept,), name="guard-proxy", daemon=True)
+        self._acceptor = threading.Thread(target=self._guarded, args=(self._accept,), name="source-proxy", daemon=True)
 
     @property
     def ffmpeg_options(self) -> dict[str, str]:
@@ -125,9 +125,12 @@ class GuardProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        for thread in [self._acceptor, *self._threads]:
-            if thread.ident is not None:
-                thread.join(self.timeout)
+        if self._acceptor.ident is not None:
+            self._acceptor.join(self.timeout)
+        with self._lock:
+            threads = list(self._threads)  # the acceptor adds no more
+        for thread in threads:
+            thread.join(self.timeout)
         if self.error is not None:
             raise self.error
 
@@ -163,7 +166,7 @@ class GuardProxy:
                     return  # closed by close()
                 if not self._track(client):
                     return
-                thread = threading.Thread(target=self._guarded, args=(self._serve, client), name="guard-proxy-conn")
+                thread = threading.Thread(target=self._guarded, args=(self._serve, client), name="source-proxy-conn")
                 thread.daemon = True
                 with self._lock:
                     self._threads = [t for t in self._threads if t.is_alive()] + [thread]

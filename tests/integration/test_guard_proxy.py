@@ -91,7 +91,7 @@ def test_closing_cuts_a_stream_it_relays_and_joins_its_threads(hls_vod: Path) ->
         with proxy, httpx.Client(proxy=proxy.url, timeout=5) as client, client.stream("GET", camera.url("/live.ts")):
             assert sending.wait(10)
             proxy.close()
-        left = [t.name for t in threading.enumerate() if t.name.startswith("guard-proxy")]
+        left = [t.name for t in threading.enumerate() if t.name.startswith("source-proxy")]
         assert left == []
 
 
