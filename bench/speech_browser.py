@@ -158,8 +158,8 @@ def run(minutes: float, tabs: int) -> None:
         for h in chunks:
             by_minute[int((h["booked"] - t0) // 60_000)].append(h["heard"] - h["booked"])
         per_minute.append([round(statistics.median(m)) if m else None for m in by_minute])
-        ends = [h["heard"] + h["seconds"] * 1000 for h in chunks]
-        overlaps += sum(1 for end, nxt in zip(ends, chunks[1:], strict=False) if nxt["heard"] < end - 5)
+        ends = [h["ctx"] + h["seconds"] for h in chunks]  # on the audio clock, where the schedule is exact
+        overlaps += sum(1 for end, nxt in zip(ends, chunks[1:], strict=False) if nxt["ctx"] < end - 0.001)
         spans = voiced_stretches(record["tap"])
         gaps += [(b[0] - a[1]) / 1000 for a, b in itertools.pairwise(spans)]
     spoken = sum(b - a for record in records for a, b in voiced_stretches(record["tap"])) / 1000

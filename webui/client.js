@@ -273,7 +273,9 @@
     O.sources.add(node);
     O.nextFree = start + buffer.duration;
     const heardMs = ref.epoch + (start - ref.ctxTime + (ctx.outputLatency || 0)) * 1000 + O.offset;
-    O.heard.push({ run: O.run, booked: bookedMs, heard: heardMs, seconds: buffer.duration, media, at: serverNow() });
+    // ctx: the start on the audio clock itself, where the schedule is exact (heard maps it to epoch ms, with the
+    // jitter of the output timestamp under load)
+    O.heard.push({ run: O.run, booked: bookedMs, heard: heardMs, ctx: start, seconds: buffer.duration, media, at: serverNow() });
     if (O.heard.length > 5000) O.heard.splice(0, 1000);
   }
   function silence() {

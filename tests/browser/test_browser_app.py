@@ -257,8 +257,8 @@ def test_what_is_heard_stays_with_the_booking_over_a_minute(app: AppServer, open
     print(f"heard - booked: median {np.median(lags):.0f} ms, max {max(lags):.0f} ms; halves {first:.0f} / {second:.0f}")
     assert max(lags) < 1500 and min(lags) > 0, lags
     assert second - first < 200, (first, second)  # not growing
-    ends = [h["heard"] + h["seconds"] * 1000 for h in chunks]
-    overlaps = sum(1 for end, nxt in zip(ends, [h["heard"] for h in chunks[1:]], strict=False) if nxt < end - 5)
+    ends = [h["ctx"] + h["seconds"] for h in chunks]  # on the audio clock: epoch ms jitter by ms under load
+    overlaps = sum(1 for end, nxt in zip(ends, [h["ctx"] for h in chunks[1:]], strict=False) if nxt < end - 0.001)
     assert overlaps == 0
     blocks = page.evaluate("() => window.onlooker.tapBlocks")
     assert sum(1 for _, rms in blocks if rms > VOICED) > 100  # speech was rendered, not just scheduled

@@ -193,8 +193,9 @@ def test_garbage_served_as_video_is_not_a_video(server: MjpegTestServer, route):
 
 
 def test_a_server_that_trickles_bytes_times_out_instead_of_hanging(server: MjpegTestServer, short_video: Path):
-    server.routes["/clip.mp4"] = trickle(short_video.read_bytes())
     timeout = 1.0
+    # a byte well within every idle timeout (one a second raced the sniff's 1 s read timeout on a loaded machine)
+    server.routes["/clip.mp4"] = trickle(short_video.read_bytes(), every=timeout / 4)
     state, detail, took = final_status(open_source(server.url("/clip.mp4", f"user:{SECRET}"), timeout=timeout))
     assert state == "failed"
     assert_clear(detail, "timed out waiting for data")
