@@ -34,6 +34,7 @@ from pipeline.events import (
 )
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
+from pipeline.hub_worker import HubWorker
 from pipeline.prompts import Profile, build_prompt
 from pipeline.scheduler import PRIORITY, Scheduler, Ticket, scheduler_for
 from pipeline.speech.engines import Speech
@@ -66,8 +67,12 @@ def suppression_reason(text: str, recent: list[str], similarity: float) -> str:
     return ""
 
 
-class Commentator:
+class Commentator(HubWorker):
     """Owns the commentary thread of one session; ``stop`` cancels generation and joins it."""
+
+    thread_name = "commentator"
+    crash_words = "commentator crashed"
+    crash_fatal = True  # never die silently: the consumer must hear about it
 
     def __init__(
         self,
@@ -82,20 +87,15 @@ class Commentator:
         model_voice: bool = False,
         scheduler: Scheduler | None = None,
     ) -> None:
-        self.hub = hub
+        super().__init__(hub, bus)
         self.backend = backend
-        self.bus = bus
         self.profile = profile
         self.tuning = tuning
         self.mode = "idle"
         self.comments = 0
-        self.failed: str | None = None
         self._recent: deque[str] = deque(maxlen=max(tuning.context_comments, 1))
         self._instructions: deque[str] = deque([instructions] if instructions else [], maxlen=MAX_INSTRUCTIONS)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_comment: float | None = None
         self._last_activity: float | None = None
         self._failures = 0
@@ -130,55 +130,32 @@ class Commentator:
         with self._lock:
             return list(self._instructions)
 
-    # --- thread ownership ---
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="commentator", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel any generation in flight and join the thread."""
-        self._stop.set()
-        self._cancel.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
+    # --- thread ownership (start, stop, running: HubWorker) ---
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
         return True
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     # --- the loop ---
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.hub.wait(0.1)
-                frame = self.hub.latest
-                if frame is None:
-                    if self.hub.ended:
-                        return
-                    continue
-                now = frame.media_time
-                self._update_mode(now)
-                trigger = self._due(now)
-                if trigger:
-                    self._take_turn(trigger)
-                elif self.hub.ended:
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.hub.wait(0.1)
+            frame = self.hub.latest
+            if frame is None:
+                if self.hub.ended:
                     return
-        except Exception as exc:  # never die silently: the consumer must hear about it
-            log.exception("commentator crashed")
-            self.failed = f"commentator crashed: {type(exc).__name__}: {exc}"
-            self.bus.publish(ErrorEvent(t=self._now(), message=self.failed, fatal=True))
-        finally:
-            self._on_exit()
+                continue
+            now = frame.media_time
+            self._update_mode(now)
+            trigger = self._due(now)
+            if trigger:
+                self._take_turn(trigger)
+            elif self.hub.ended:
+                return
 
-    def _now(self) -> float:
-        latest = self.hub.latest
-        return latest.media_time if latest else 0.0
+    def _finish(self) -> None:
+        self._on_exit()
 
     def _update_mode(self, now: float) -> None:
         tuning = self.tuning

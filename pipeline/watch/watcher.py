@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,9 +21,10 @@ from collections.abc import Callable
 from pipeline.backends.base import Backend, CommentRequest
 from pipeline.config import Tuning
 from pipeline.errors import BackendError
-from pipeline.events import Alert, AlertClip, AlertState, Bus, ErrorEvent, RuleCheck
+from pipeline.events import Alert, AlertClip, AlertState, Bus, RuleCheck
 from pipeline.frames import Frame
 from pipeline.hub import FrameHub
+from pipeline.hub_worker import HubWorker
 from pipeline.jpeg import encode_jpeg
 from pipeline.scheduler import Scheduler
 from pipeline.watch.clips import ClipRing, encode_clip
@@ -41,8 +41,12 @@ SNAPSHOT_SIDE = 1280
 SNAPSHOT_QUALITY = 85
 
 
-class Watcher:
+class Watcher(HubWorker):
     """Owns one camera's check thread; ``stop`` ends it (open clips are finished, live alerts cleared)."""
+
+    thread_name = "watcher"
+    crash_words = "alerts stopped"
+    crash_fatal = False  # commentary goes on; the user hears that alerts stopped, and why
 
     def __init__(
         self,
@@ -54,7 +58,8 @@ class Watcher:
         scheduler: Scheduler,
         camera_id: Callable[[], str],
     ) -> None:
-        self.hub, self.backend, self.bus, self.desk = hub, backend, bus, desk
+        super().__init__(hub, bus)
+        self.backend, self.desk = backend, desk
         self.scheduler = scheduler
         self._tuning = tuning  # the camera's preset can change live
         self._camera_id = camera_id  # known once the camera started on its source
@@ -63,14 +68,10 @@ class Watcher:
         self.tracks: dict[str, RuleTrack] = {}
         self.checks = 0
         self.check_seconds = 0.0
-        self.failed: str | None = None
         self._alert_ids: dict[str, str] = {}
         self._last: float | None = None  # media time of the newest frame checked
         self._moved = False
         self._seen_cut: float | None = None
-        self._stop = threading.Event()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- ownership ---
     def offer(self, frame: Frame) -> None:
@@ -78,49 +79,23 @@ class Watcher:
         if self.desk.has_rules:
             self.clips.offer(frame)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """End now: a check in flight is cancelled; joins the thread. Safe to call twice, from any thread."""
-        self._stop.set()
-        self._cancel.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # --- the loop ---
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.hub.wait(0.2)
-                frame = self.hub.latest
-                if frame is None:
-                    if self.hub.ended:
-                        break
-                    continue
-                self._keep_clips(frame.media_time, ended=False)
+    # --- the loop (start, stop, running: HubWorker) ---
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.hub.wait(0.2)
+            frame = self.hub.latest
+            if frame is None:
                 if self.hub.ended:
-                    break
-                trigger = self._due(frame.media_time)
-                rules = self.desk.active()
-                self._forget(rules, frame)
-                if trigger and rules:
-                    self._check_all(trigger, rules)
-        except Exception as exc:  # commentary goes on; the user hears that alerts stopped, and why
-            log.exception("watcher crashed")
-            self.failed = f"alerts stopped: {type(exc).__name__}: {exc}"
-            self.bus.publish(ErrorEvent(t=self._now(), message=self.failed))
-        finally:
-            self._end()
-
-    def _now(self) -> float:
-        latest = self.hub.latest
-        return latest.media_time if latest else 0.0
+                    return
+                continue
+            self._keep_clips(frame.media_time, ended=False)
+            if self.hub.ended:
+                return
+            trigger = self._due(frame.media_time)
+            rules = self.desk.active()
+            self._forget(rules, frame)
+            if trigger and rules:
+                self._check_all(trigger, rules)
 
     def _due(self, now: float) -> str | None:
         """Why a check is due now ('start', 'scene_cut', 'motion', 'interval'), or None."""
@@ -265,7 +240,7 @@ class Watcher:
                     )
                 )
 
-    def _end(self) -> None:
+    def _finish(self) -> None:
         """The source ended or the camera stopped: finish the clips, clear what is still on."""
         frame = self.hub.latest
         if frame is None:
