@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.sources.guard import is_loopback
+from pipeline.sources.addresses import is_loopback  # not guard: that loads httpx, which a start need not wait for
 
 if TYPE_CHECKING:
     from pipeline.config import Settings

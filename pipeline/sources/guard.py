@@ -36,16 +36,6 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 19
 FFMPEG_PROTOCOLS = "http,https,tcp,tls,crypto,httpproxy"
 
 
-def is_loopback(host: str) -> bool:
-    """Whether an address to listen on keeps the app on this machine only."""
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve_host(host: str) -> list[str]:
     """Every address ``host`` resolves to (what FFmpeg or httpx might connect to)."""
     try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.sources.guard import Allowed, UrlGuard, is_loopback
+from pipeline.sources.addresses import is_loopback
+from pipeline.sources.guard import Allowed, UrlGuard
 from pipeline.sources.hls_guard import Listed, absolute, attributes, listed
 
 DNS = {
