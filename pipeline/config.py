@@ -6,6 +6,7 @@ what is allowed, so a typo never surfaces later as a confusing failure deep in t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
@@ -110,11 +111,13 @@ def load_presets(path: Path = PRESETS_FILE) -> PresetFile:
     return presets
 
 
-def pick(name: str | None, choices: dict[str, M], what: str, where: str) -> M:
-    """Look ``name`` up case-insensitively; an unknown name lists the allowed ones."""
+def pick(name: str | None, choices: dict[str, M], what: str, where: str | Callable[[], str]) -> M:
+    """Look ``name`` up case-insensitively; an unknown name lists the allowed ones, after ``where`` (a callable is
+    asked only then: ``Settings.where`` reads the settings file)."""
     key = (name or "").strip().lower()
     if key not in choices:
-        raise ConfigError(f"{where}: unknown {what} '{name}'; allowed: {', '.join(sorted(choices))}")
+        place = where() if callable(where) else where
+        raise ConfigError(f"{place}: unknown {what} '{name}'; allowed: {', '.join(sorted(choices))}")
     return choices[key]
 
 
@@ -344,7 +347,7 @@ class Settings(BaseSettings):
 
     def tuning(self, presets: PresetFile) -> Tuning:
         """The chosen preset with any explicit capture/window/stride/token overrides applied."""
-        base = pick(self.preset or presets.default, presets.presets, "preset", self.where("preset"))
+        base = pick(self.preset or presets.default, presets.presets, "preset", lambda: self.where("preset"))
         overrides = {
             k: v for k in ("capture_fps", "window", "stride", "max_tokens") if (v := getattr(self, k)) is not None
         }

@@ -23,10 +23,10 @@ class RunConfig:
 
 def load_run_config(settings: Settings) -> RunConfig:
     """Check the backend name, presets and profiles; a mistake is a ConfigError naming where it is."""
-    check_backend_name(settings.backend, settings.where("backend"))
+    check_backend_name(settings.backend, lambda: settings.where("backend"))
     OpinionOptions.from_settings(settings)  # a second-opinion mistake stops the start, not the fifth comment
     presets = load_presets(settings.presets_file)
     profiles = load_profiles(settings.profiles_dir)
-    profile = pick(settings.profile, profiles, "profile", settings.where("profile"))
+    profile = pick(settings.profile, profiles, "profile", lambda: settings.where("profile"))
     gather_rules(settings.watch, profile.watch, settings.rule_defaults(), profile.name)  # a bad rule stops the start
     return RunConfig(presets, profiles, settings.tuning(presets), profile)

@@ -109,10 +109,11 @@ def backend_names() -> list[str]:
     return ["auto", *REGISTRY]
 
 
-def check_backend_name(name: str, where: str) -> None:
-    """Fail early (before opening sources or loading models) on a backend name that does not exist."""
+def check_backend_name(name: str, where: Callable[[], str]) -> None:
+    """Fail early (before opening sources or loading models) on a backend name that does not exist; ``where()``
+    names where it was given (asked only then)."""
     if name.strip().lower() not in backend_names():
-        raise ConfigError(f"{where}: unknown backend '{name}'; allowed: {', '.join(backend_names())}")
+        raise ConfigError(f"{where()}: unknown backend '{name}'; allowed: {', '.join(backend_names())}")
 
 
 def _backend_class(name: str) -> type[Backend]:
