@@ -270,7 +270,8 @@ class OpenAICompatible(Backend):
         request.timings["model_start"] = time.perf_counter()
         messages = build_messages(request, self.image_max_side, self.jpeg_quality, self.send_video)
         request.timings["encoded"] = time.perf_counter()
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             produced = False
             try:
                 for text in self._attempt(client, request, messages):
@@ -279,13 +280,15 @@ class OpenAICompatible(Backend):
                     yield text
                 return
             except _FormatRefused:
-                yield from self.stream(request)  # the next form (or none): each refusal is remembered
-                return
+                if request.cancel.is_set():
+                    return
+                continue  # the next form (or none), the frames as encoded: a refusal is remembered, not a try
             except BackendError as exc:
                 if produced or not exc.transient or attempt == self.retries or request.cancel.is_set():
                     raise
                 if request.cancel.wait(min(0.5 * 2**attempt, 4.0) * (0.5 + random.random())):
                     return
+                attempt += 1
 
     def _attempt(self, client: openai.OpenAI, request: CommentRequest, messages: list[dict[str, Any]]) -> Iterator[str]:
         """One streamed request, read in a worker thread so cancellation and timeouts act at once."""
