@@ -86,7 +86,7 @@ def judge(
     condition: Condition, images: Sequence[np.ndarray], times: Sequence[float], cut: bool
 ) -> tuple[bool, float, str]:
     """(holds, confidence, reason) for a condition on frames oldest→newest; ``cut``: the check follows a cut."""
-    obs = observe(images, times, condition.bounds)
+    obs = observe(images, times, condition.bounds, detect=condition.kinds)
     results = [_one(kind, obs, cut) for kind in condition.kinds]
     holds = all(ok for ok, _, _ in results)
     confidence = min(c for _, c, _ in results) if holds else max(c for ok, c, _ in results if not ok)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from pipeline.measure.pictures import Bounds, crop, rgb_thumbnail
 
 @dataclass(frozen=True, slots=True)
 class Observations:
-    """Everything measured for one window; ``None`` for a detector this OpenCV build lacks."""
+    """Everything measured for one window; ``None`` for a detector this OpenCV build lacks, or not asked for."""
 
     frame_count: int
     shot_frames: int  # frames since the last cut (all of them when there was none)
@@ -37,10 +37,16 @@ class Observations:
     people: tuple[Box, ...] | None
 
 
-def observe(images: Sequence[np.ndarray], times: Sequence[float], bounds: Bounds | None = None) -> Observations:
+def observe(
+    images: Sequence[np.ndarray],
+    times: Sequence[float],
+    bounds: Bounds | None = None,
+    detect: Collection[str] = ("face", "person"),
+) -> Observations:
     """Measure a window (oldest→newest); after a cut only the new shot counts for motion, light, colour.
 
-    Cuts are found on the whole picture; everything else only inside ``bounds``, if given."""
+    Cuts are found on the whole picture; everything else only inside ``bounds``, if given. The detectors run
+    (tens of ms each on the newest frame) only for what ``detect`` names: a motion rule needs neither."""
     if not images:
         return Observations(0, 0, 0, measure_motion([]), measure_light([]), None, None, None, None)
     thumbs = [rgb_thumbnail(im) for im in images]  # once: every measure below re-thumbnails for free
@@ -56,6 +62,6 @@ def observe(images: Sequence[np.ndarray], times: Sequence[float], bounds: Bounds
         light=measure_light(shot),
         colour_before=dominant_colour(shot[0]),
         colour_after=dominant_colour(shot[-1]),
-        faces=boxes_inside(detect_faces(newest), bounds) if faces_available() else None,
-        people=boxes_inside(detect_people(newest), bounds) if people_available() else None,
+        faces=boxes_inside(detect_faces(newest), bounds) if "face" in detect and faces_available() else None,
+        people=boxes_inside(detect_people(newest), bounds) if "person" in detect and people_available() else None,
     )

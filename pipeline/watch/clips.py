@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 
 from pipeline.frames import Frame
+from pipeline.measure.pictures import fit_width
 
 CLIP_FPS = 5.0
 CLIP_WIDTH = 640
@@ -51,10 +51,7 @@ class ClipRing:
         if self._next - 1.0 < t < self._next:
             return  # not due yet (media time that jumped back further is a new start)
         self._next = t + 1.0 / CLIP_FPS
-        image = frame.image
-        if image.shape[1] > CLIP_WIDTH:
-            height = round(image.shape[0] * CLIP_WIDTH / image.shape[1])
-            image = cv2.resize(image, (CLIP_WIDTH, height), interpolation=cv2.INTER_AREA)
+        image = fit_width(frame.image, CLIP_WIDTH)
         with self._lock:
             self._ring.append((t, image))
             while self._ring and (self._ring[0][0] < t - self.seconds or self._ring[0][0] > t):

@@ -65,7 +65,7 @@ class RuleEntry(BaseModel):
     min_confidence: float | None = Field(None, ge=0, le=1)
 
 
-_OWN = ("cooldown", "confirm", "clear", "min_confidence")  # what a rule may set for itself
+_OWN = tuple(RuleDefaults.model_fields)  # what a rule may set for itself
 
 
 def parse_rule(given: str, defaults: RuleDefaults, where: str = "--watch") -> WatchRule:
@@ -73,7 +73,7 @@ def parse_rule(given: str, defaults: RuleDefaults, where: str = "--watch") -> Wa
     given = given.strip()
     named = _NAMED.match(given)
     name, text = (named.group(1), named.group(2)) if named else (None, given)
-    entry = RuleEntry.model_construct(text=text, name=name, **dict.fromkeys(_OWN))  # checked in make_rule
+    entry = RuleEntry.model_construct(text=text, name=name)  # checked in make_rule
     return make_rule(entry, defaults, where, given)
 
 

@@ -66,8 +66,6 @@ class Watcher(HubWorker):
         self.clips = ClipRing(desk.options.clip if desk.options.keeps_files else 0.0)
         self.stream_id = f"watch-{uuid.uuid4().hex}"  # its own: a check does not disturb commentary's model state
         self.tracks: dict[str, RuleTrack] = {}
-        self.checks = 0
-        self.check_seconds = 0.0
         self._alert_ids: dict[str, str] = {}
         self._last: float | None = None  # media time of the newest frame checked
         self._moved = False
@@ -165,8 +163,6 @@ class Watcher(HubWorker):
         except BackendError as exc:
             problem = f"no verdict: {exc}"
         seconds = time.perf_counter() - started
-        self.checks += 1
-        self.check_seconds += seconds
         if self._stop.is_set():
             return  # cancelled mid-answer: not a verdict either way
         verdict = None if problem else parse_verdict(text)
