@@ -229,7 +229,7 @@ def build_demo(manager: SessionManager) -> gr.Blocks:
                             )
                             add_rule = gr.Button("Add", scale=1, min_width=70, elem_id="rule-add")
                         gr.HTML(
-                            f'<div id="rules-box">{handlers.rules_html(manager, "")}</div>{NOTIFY}',
+                            f'<div id="rules-box">{handlers.first_rules_html(manager)}</div>{NOTIFY}',
                             elem_id="rules",
                             padding=False,
                         )

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.config import pick
 from pipeline.errors import OnlookerError
 from pipeline.settings_file import save_path, shown_path, write_defaults
-from webui.rules import ACTIONS
+from webui.rules import ACTIONS, TabRules
 from webui.sessions import SessionManager
 from webui.sources import SourceRequest
 from webui.status import device_summary, render_status
@@ -30,9 +30,10 @@ def status_html(manager: SessionManager, key: str) -> str:
     return render_status(viewer.snapshot() if viewer else None, manager.choice.backend.description, device_summary())
 
 
-def rules_html(manager: SessionManager, key: str) -> str:
-    """The rules box as the page first shows it (before its channel says more)."""
-    return manager.rules(key).html(())
+def first_rules_html(manager: SessionManager) -> str:
+    """The rules box as a page first shows it: the ``--watch`` rules (each tab's own box comes down its channel).
+    Built, not kept: no tab owns it."""
+    return TabRules(manager.settings, manager.choice.backend.rule_problem).html(())
 
 
 def open_tab(manager: SessionManager, key: str) -> str:
