@@ -160,6 +160,11 @@ class GuardedNetwork(httpcore.SyncBackend):
         return super().connect_tcp(str(address) if address is not None else host, port, *args, **kwargs)
 
 
+def guards_http(url: str, guard: UrlGuard | None) -> bool:
+    """Whether what FFmpeg fetches for ``url`` over HTTP is the guard's business: an http(s) URL on a shared app."""
+    return guard is not None and guard.exposed and urlsplit(url).scheme.lower() in ("http", "https")
+
+
 def http_transport(guard: UrlGuard | None) -> httpx.HTTPTransport | None:
     """An httpx transport that checks every connection against ``guard`` (None: httpx's own will do)."""
     if guard is None or not guard.exposed:

@@ -24,7 +24,7 @@ from collections.abc import Callable, MutableMapping
 from urllib.parse import urlsplit
 
 from pipeline.errors import SourceError
-from pipeline.sources.guard import FFMPEG_PROTOCOLS, UrlGuard
+from pipeline.sources.guard import FFMPEG_PROTOCOLS, UrlGuard, guards_http
 from pipeline.sources.urls import mask_url
 
 MAX_HEAD = 64 << 10  # a request's or a response's header block; FFmpeg's are far below
@@ -73,10 +73,7 @@ def drop_no_proxy(environ: MutableMapping[str, str] = os.environ) -> str | None:
 def ffmpeg_guarded(url: str, guard: UrlGuard | None, timeout: float) -> GuardProxy | None:
     """The proxy an http(s) stream needs on a shared app (unstarted; use it as a context manager); None
     where anything goes or FFmpeg makes no HTTP request (RTSP, RTMP, SRT are checked once, pinned)."""
-    scheme = urlsplit(url).scheme.lower()
-    if guard is None or not guard.exposed or scheme not in ("http", "https"):
-        return None
-    return GuardProxy(guard, timeout)
+    return GuardProxy(guard, timeout) if guard is not None and guards_http(url, guard) else None
 
 
 class GuardProxy:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from pipeline.errors import SourceError
-from pipeline.sources.guard import UrlGuard
+from pipeline.sources.guard import UrlGuard, guards_http
 from pipeline.sources.http_stream import Line, open_stream
 from pipeline.sources.urls import mask_url
 
@@ -140,7 +140,7 @@ def check_playlist(url: str, guard: UrlGuard | None, timeout: float, stop: threa
     """On a shared app, raise SourceError naming the first URI that the HLS playlist at ``url`` or a
     playlist it leads to lists and the guard refuses; reading gives up once twice ``timeout`` has passed.
     Nothing to do for a local app, for a URL that is not http(s), or for one that is not a playlist."""
-    if guard is None or not guard.exposed or urlsplit(url).scheme.lower() not in ("http", "https"):
+    if guard is None or not guards_http(url, guard):
         return
     deadline = time.monotonic() + 2 * timeout
     queue, seen, passed = [url], {url}, set()
